@@ -1,0 +1,13 @@
+//! The `llmgw._core` extension module: registration only. Each submodule converts types and
+//! errors for one Rust module and adds its classes/functions in its own `register`.
+
+use pyo3::prelude::*;
+
+mod sse;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    sse::register(m)?;
+    Ok(())
+}

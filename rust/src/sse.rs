@@ -1,0 +1,1 @@
+//! Incremental Server-Sent Events parser (placeholder until the parser lands).
