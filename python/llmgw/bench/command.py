@@ -102,7 +102,7 @@ async def _phase(client: BenchClient, args: argparse.Namespace, *, requests: int
                  duration: float | None) -> tuple[float, list[RequestResult]]:
     if args.rate is not None:
         return await run_open_loop(client.send, rate=args.rate, max_in_flight=args.max_in_flight,
-                                   requests=requests, duration=duration)
+                                   requests=requests, duration=duration, max_send_lag=args.timeout)
     return await run_closed_loop(client.send, concurrency=args.concurrency or 1, requests=requests,
                                  duration=duration)
 

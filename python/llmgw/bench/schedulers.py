@@ -8,8 +8,8 @@ Open loop: request i is scheduled at t0 + i/rate whatever happens to earlier one
 is measured from that scheduled time, so queueing in the target (or in front of it) shows up in
 the percentiles. In-flight requests are capped (a dead target must not make the tester open
 unbounded sockets); a request that finds the cap full waits for a slot (its wait counts in its
-latency and is flagged), and requests still waiting when the schedule ends are recorded as
-`not_sent` rather than silently dropped.
+latency and is flagged), and one that cannot get a slot within the request timeout of its
+scheduled time is recorded as `not_sent` rather than silently dropped.
 """
 
 from __future__ import annotations
@@ -67,12 +67,13 @@ def scheduled_count(rate: float, requests: int | None, duration: float | None) -
 
 
 async def run_open_loop(send: Sender, *, rate: float, max_in_flight: int, requests: int | None,
-                        duration: float | None) -> tuple[float, list[RequestResult]]:
+                        duration: float | None, max_send_lag: float) -> tuple[float, list[RequestResult]]:
     """Send request i at t0 + i/rate (i < `scheduled_count`), at most `max_in_flight` at once.
 
-    Returns (t0, results in schedule order), one result per scheduled request. The last moment a
-    request may still be sent is the end of the schedule, t0 + n/rate; any still waiting for a slot
-    then is recorded as `not_sent` with its scheduled time as origin.
+    Returns (t0, results in schedule order), exactly one per scheduled request. A request that
+    finds the cap full waits for a slot until `max_send_lag` after its scheduled time (the bench
+    passes the request timeout: by then it would have timed out anyway); if none frees up it is
+    recorded as `not_sent`, with its scheduled time as origin, and the schedule moves on.
     """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
@@ -82,7 +83,6 @@ async def run_open_loop(send: Sender, *, rate: float, max_in_flight: int, reques
     results: list[RequestResult | None] = [None] * n
     tasks: list[asyncio.Task[None]] = []
     t0 = time.perf_counter()
-    send_deadline = t0 + n * interval
 
     async def one(i: int, origin: float, waited: bool) -> None:
         try:
@@ -90,8 +90,7 @@ async def run_open_loop(send: Sender, *, rate: float, max_in_flight: int, reques
         finally:
             slots.release()
 
-    i = 0
-    while i < n:
+    for i in range(n):
         origin = t0 + i * interval
         now = time.perf_counter()
         if origin > now:
@@ -99,19 +98,16 @@ async def run_open_loop(send: Sender, *, rate: float, max_in_flight: int, reques
         waited = slots.locked()
         if waited:
             try:
-                async with asyncio.timeout(max(send_deadline - time.perf_counter(), 0.0)):
+                async with asyncio.timeout(max(origin + max_send_lag - time.perf_counter(), 0.0)):
                     await slots.acquire()
             except TimeoutError:
-                break
+                results[i] = RequestResult(
+                    origin=origin, finished=time.perf_counter(), error=ErrorKind.NOT_SENT, waited_for_slot=True,
+                    error_detail=f"in-flight cap of {max_in_flight} stayed full for {max_send_lag:g} s")
+                continue
         else:
             await slots.acquire()
         tasks.append(asyncio.create_task(one(i, origin, waited)))
-        i += 1
-    end = time.perf_counter()
-    for j in range(i, n):
-        results[j] = RequestResult(origin=t0 + j * interval, finished=end, error=ErrorKind.NOT_SENT,
-                                   error_detail=f"in-flight cap of {max_in_flight} still full when the schedule ended",
-                                   waited_for_slot=True)
     if tasks:
         await asyncio.gather(*tasks)
     return t0, [r for r in results if r is not None]
