@@ -179,12 +179,10 @@ impl EventBlock {
                 self.event.clear();
                 self.event.extend_from_slice(value);
             }
-            b"id" => {
-                if memchr(0, value).is_none() {
-                    self.last_id.clear();
-                    self.last_id.extend_from_slice(value);
-                    self.id_set = true;
-                }
+            b"id" if memchr(0, value).is_none() => {
+                self.last_id.clear();
+                self.last_id.extend_from_slice(value);
+                self.id_set = true;
             }
             b"retry" => {
                 if let Some(ms) = parse_retry(value) {

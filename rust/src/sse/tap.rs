@@ -10,6 +10,7 @@
 //! leaves 2-3 parses per stream instead of 200 (see benches/bench_sse.py for the throughput).
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use memchr::memmem;
 use serde::de::value::MapAccessDeserializer;
@@ -50,10 +51,26 @@ struct Observed {
     model: Option<String>,
     text: String,
     error: Option<String>,
-    usage_key: memmem::Finder<'static>,
-    finish_key: memmem::Finder<'static>,
-    error_key: memmem::Finder<'static>,
-    model_key: memmem::Finder<'static>,
+}
+
+/// Searchers for the quoted keys the tap looks for, built once per process. Kept out of the tap
+/// itself because a `memmem::Finder` may hold 32-byte-aligned SIMD state, and Python allocates
+/// extension objects only 16-byte aligned.
+struct KeyFinders {
+    usage: memmem::Finder<'static>,
+    finish_reason: memmem::Finder<'static>,
+    error: memmem::Finder<'static>,
+    model: memmem::Finder<'static>,
+}
+
+fn key_finders() -> &'static KeyFinders {
+    static FINDERS: OnceLock<KeyFinders> = OnceLock::new();
+    FINDERS.get_or_init(|| KeyFinders {
+        usage: memmem::Finder::new(b"\"usage\""),
+        finish_reason: memmem::Finder::new(b"\"finish_reason\""),
+        error: memmem::Finder::new(b"\"error\""),
+        model: memmem::Finder::new(b"\"model\""),
+    })
 }
 
 impl StreamTap {
@@ -73,10 +90,6 @@ impl StreamTap {
                 model: None,
                 text: String::new(),
                 error: None,
-                usage_key: memmem::Finder::new(b"\"usage\""),
-                finish_key: memmem::Finder::new(b"\"finish_reason\""),
-                error_key: memmem::Finder::new(b"\"error\""),
-                model_key: memmem::Finder::new(b"\"model\""),
             },
         }
     }
@@ -165,11 +178,12 @@ impl Observed {
             self.done = true;
             return;
         }
+        let keys = key_finders();
         let worth_parsing = self.collect_text
-            || has_non_null_key(&self.finish_key, data)
-            || has_non_null_key(&self.usage_key, data)
-            || has_non_null_key(&self.error_key, data)
-            || (self.model.is_none() && self.model_key.find(data).is_some());
+            || has_non_null_key(&keys.finish_reason, data)
+            || has_non_null_key(&keys.usage, data)
+            || has_non_null_key(&keys.error, data)
+            || (self.model.is_none() && keys.model.find(data).is_some());
         if worth_parsing {
             self.absorb(data);
         }

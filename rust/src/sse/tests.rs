@@ -72,7 +72,7 @@ fn openai_stream(shape: &StreamShape) -> Vec<u8> {
     let head = r#""id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1732000000,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1""#;
     let usage_null = if shape.include_usage { r#","usage":null"# } else { "" };
     let mut out = String::new();
-    let mut event = |out: &mut String, json: String| {
+    let event = |out: &mut String, json: String| {
         if shape.keep_alive {
             out.push_str(&format!(": keep-alive{eol}{eol}"));
         }
