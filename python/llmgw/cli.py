@@ -1,0 +1,148 @@
+"""`llmgw` command line: serve, demo, check-config, mock-upstream, bench."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmgw.config import Config, ConfigError, load_config
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+
+def _granian_server(target: str, host: str, port: int, workers: int) -> Any:
+    from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes
+    from granian.server import MPServer
+
+    class GatewayServer(MPServer):  # type: ignore[misc]
+        """granian's process manager, with SIGHUP forwarded to the workers: each reloads its own
+        config in place (requests in flight finish on the old one, a bad file keeps the old one),
+        instead of granian's default of respawning the worker processes."""
+
+        def _reload(self, spawn_target: Any, target_loader: Any) -> None:
+            self.reload_signal = False
+            self.main_loop_interrupt.clear()
+            for wrk in self.wrks:
+                pid = getattr(wrk.inner, "pid", None)
+                if pid:
+                    os.kill(pid, signal.SIGHUP)
+
+    return GatewayServer(
+        target, address=host, port=port, interface=Interfaces.RSGI, workers=workers,
+        # One single-threaded runtime per worker on uvloop: the fastest mode measured (DESIGN.md §6).
+        runtime_mode=RuntimeModes.st, loop=Loops.uvloop, http=HTTPModes.http1, factory=True,
+        log_access=False, backlog=2048,
+    )
+
+
+def _load_or_exit(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"llmgw: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load_or_exit(args.config)
+    os.environ["LLMGW_CONFIG"] = str(Path(args.config).resolve())
+    host = args.host or cfg.server.host
+    port = args.port if args.port is not None else cfg.server.port
+    workers = args.workers or cfg.server.workers
+    print(f"llmgw: serving {len(cfg.models)} model(s) on http://{host}:{port} with {workers} worker(s)", flush=True)
+    _granian_server("llmgw.server:create_app", host, port, workers).serve()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from llmgw.mock import MockUpstream
+
+    with MockUpstream(port=args.mock_port) as mock:
+        os.environ["LLMGW_DEMO_UPSTREAM"] = f"{mock.url}/v1"
+        config = str(EXAMPLES / "demo.yaml")
+        cfg = _load_or_exit(config)
+        os.environ["LLMGW_CONFIG"] = config
+        url = f"http://{args.host}:{args.port}"
+        print(f"""llmgw demo: gateway on {url}, built-in mock upstream on {mock.url} (no API key needed).
+Try:
+  curl {url}/v1/chat/completions -H 'content-type: application/json' \\
+       -d '{{"model": "demo", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+or with the OpenAI SDK: OpenAI(base_url="{url}/v1", api_key="unused").
+Models: {', '.join(cfg.models)}. Ctrl-C stops.""", flush=True)
+        _granian_server("llmgw.server:create_app", args.host, args.port, 1).serve()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from llmgw.plugins.loader import PluginLoadError, load_plugins
+
+    try:
+        cfg = load_config(args.config)
+        load_plugins(cfg.plugins)
+    except (ConfigError, PluginLoadError) as exc:
+        print(f"{args.config}: INVALID\n{exc}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: OK")
+    print(f"  server: http://{cfg.server.host}:{cfg.server.port}, {cfg.server.workers} worker(s), "
+          f"request bodies up to {cfg.server.max_body_bytes} bytes")
+    for up in cfg.upstreams.values():
+        key = "API key set" if up.api_key else "no API key"
+        print(f"  upstream {up.name}: {up.provider} at {up.base_url} ({key}; up to {up.max_connections} connections)")
+    for m in cfg.models.values():
+        alias = f" (as {m.model!r})" if m.model != m.name else ""
+        print(f"  model {m.name} -> upstream {m.upstream}{alias}")
+    for p in cfg.plugins:
+        print(f"  plugin {p.target} options={sorted(p.options)}")
+    print(f"  client auth: {len(cfg.auth_keys)} key(s)" if cfg.auth_keys else "  client auth: off (anyone reaching the port may call)")
+    return 0
+
+
+def _delegate(module: str) -> tuple[Any, Any]:
+    mod = importlib.import_module(module)
+    return mod.add_arguments, mod.run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmgw", description="A fast LLM gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    p.add_argument("--host", help="bind address (default: server.host from the config)")
+    p.add_argument("--port", type=int, help="port (default: server.port from the config)")
+    p.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="run the gateway in front of the built-in mock upstream (no API keys)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--mock-port", type=int, default=0, help="mock upstream port (default: any free port)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check-config", help="validate a configuration file and explain it")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+
+    for name, module, help_ in (("mock-upstream", "llmgw.mock", "run the fake provider used by tests and benchmarks"),
+                                ("bench", "llmgw.bench", "load-test a gateway URL")):
+        p = sub.add_parser(name, help=help_)
+        try:
+            add, run = _delegate(module)
+        except (ImportError, AttributeError):
+            continue
+        add(p)
+        p.set_defaults(func=run)
+
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.error(f"{args.command} is not available in this installation")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

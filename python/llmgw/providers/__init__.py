@@ -1,0 +1,14 @@
+"""Provider adapters: one module per upstream API, registered by name in `registry`."""
+
+from llmgw.providers.base import (
+    ErrorClass,
+    ProviderAdapter,
+    StreamTranslator,
+    UpstreamRequest,
+    registry,
+)
+
+# Importing an adapter module registers it.
+from llmgw.providers import openai as _openai  # noqa: F401
+
+__all__ = ["ErrorClass", "ProviderAdapter", "StreamTranslator", "UpstreamRequest", "registry"]

@@ -1,0 +1,112 @@
+"""OpenAI chat completions, and every server that speaks it (vLLM, TGI, Ollama, llama.cpp, ...).
+
+Configured by base URL alone. The request and response bytes are forwarded untouched whenever
+nothing had to change (the fast path); usage is read from the bytes as they pass.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+
+from llmgw._core import SseParser
+from llmgw.providers.base import (
+    ErrorClass,
+    UpstreamRequest,
+    classify_openai_style_error,
+    registry,
+    retry_after_seconds,
+)
+from llmgw.transport import UpstreamProtocolError
+
+if TYPE_CHECKING:
+    from llmgw.config import UpstreamConfig
+
+_CONTEXT_HINTS = ("maximum context length", "context_length_exceeded", "context window", "too many tokens")
+
+
+@registry.register
+class OpenAIAdapter:
+    name: ClassVar[str] = "openai"
+    passthrough: ClassVar[bool] = True
+
+    def __init__(self, upstream: UpstreamConfig) -> None:
+        self.upstream = upstream
+        headers = [("content-type", "application/json")]
+        if upstream.api_key:
+            headers.append(("authorization", f"Bearer {upstream.api_key}"))
+        headers.extend(upstream.headers)
+        self._headers = headers
+
+    def chat_request(self, body: dict[str, Any], model: str, stream: bool, raw: bytes | None) -> UpstreamRequest:
+        if raw is None:
+            if body.get("model") != model:
+                body = {**body, "model": model}
+            raw = orjson.dumps(body)
+        return UpstreamRequest("POST", "/chat/completions", self._headers, raw)
+
+    def chat_response(self, body: bytes, model: str) -> dict[str, Any]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent invalid JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent a response without choices")
+        return data
+
+    def stream_translator(self, model: str) -> OpenAIStreamReader:
+        return OpenAIStreamReader(self.upstream.name)
+
+    def classify_error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorClass:
+        message = type_ = code = param = None
+        try:
+            err = orjson.loads(body).get("error")
+            if isinstance(err, dict):
+                message, type_, code, param = (err.get("message"), err.get("type"), err.get("code"), err.get("param"))
+            elif isinstance(err, str):  # some compatible servers send {"error": "text"}
+                message = err
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        code = str(code) if code is not None else None
+        text = f"{message or ''} {code or ''}".lower()
+        context = status in (400, 413, 422) and any(h in text for h in _CONTEXT_HINTS)
+        return classify_openai_style_error(
+            self.upstream.name, status, message if isinstance(message, str) else None,
+            type_ if isinstance(type_, str) else None, code, param if isinstance(param, str) else None,
+            retry_after_seconds(headers), context_exceeded=context,
+        )
+
+
+class OpenAIStreamReader:
+    """OpenAI SSE bytes → chunk dicts (used when chunks must be seen: plugins, other client formats)."""
+
+    __slots__ = ("_parser", "_upstream", "done")
+
+    def __init__(self, upstream: str) -> None:
+        self._parser = SseParser()
+        self._upstream = upstream
+        self.done = False
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        out = []
+        for event in self._parser.feed(data):
+            if event.data == "[DONE]":
+                self.done = True
+                continue
+            try:
+                chunk = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event") from None
+            if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+                err = chunk["error"]
+                msg = err.get("message") if isinstance(err, dict) else str(err)
+                raise UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {msg}")
+            out.append(chunk)
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        self._parser.finish()
+        if not self.done:
+            raise UpstreamProtocolError(f"upstream {self._upstream!r} ended the stream before [DONE]")
+        return []
