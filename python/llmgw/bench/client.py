@@ -14,9 +14,12 @@ from typing import Any
 
 import orjson
 
-from llmgw.bench.transport import CLIENT_NAME, UpstreamPool, open_pool, upstream_timeouts
+from llmgw.transport import Timeouts, UpstreamPool, UpstreamResponse, UpstreamTimeout
 
 __all__ = ["ChatRequestSpec", "RequestResult", "BenchClient", "CLIENT_NAME", "ErrorKind"]
+
+#: Named in every report, so figures can be told apart from ones taken with another client.
+CLIENT_NAME = "llmgw.transport (asyncio Protocol + httptools, keep-alive pool)"
 
 
 class ErrorKind:
@@ -106,12 +109,9 @@ class RequestResult:
 
 
 def _classify_exception(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, UpstreamTimeout)):
         return ErrorKind.TIMEOUT
-    kind = getattr(exc, "kind", None)  # llmgw.transport.UpstreamError subclasses carry a kind
-    if kind == "timeout":
-        return ErrorKind.TIMEOUT
-    # connect failures, resets, and a connection closed before the response ended
+    # ConnectError, UpstreamProtocolError (closed before the response ended, or not HTTP), OSError
     return ErrorKind.CONNECTION
 
 
@@ -122,8 +122,9 @@ class BenchClient:
         self.spec = spec
         self._body = spec.body()
         self._headers = spec.headers()
-        self._timeouts = upstream_timeouts(spec.timeout)
-        self._pool: UpstreamPool = open_pool(spec.base_url, max_connections=max_connections)
+        t = spec.timeout
+        self._timeouts = Timeouts(connect=min(t, 5.0), first_byte=t, idle=t, total=t)
+        self._pool = UpstreamPool(spec.base_url, max_connections=max_connections, connect_timeout=min(t, 5.0))
 
     async def aclose(self) -> None:
         await self._pool.aclose()
@@ -172,7 +173,7 @@ class BenchClient:
             return
         result.output_tokens = _completion_tokens(doc)
 
-    async def _read_stream(self, resp: Any, result: RequestResult) -> None:
+    async def _read_stream(self, resp: UpstreamResponse, result: RequestResult) -> None:
         events = SseEventSplitter()
         last_content: float | None = None
         done = False
