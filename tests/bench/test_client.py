@@ -109,3 +109,15 @@ def test_sse_splitter_gives_the_same_events_however_the_bytes_are_cut() -> None:
     bytewise = SseEventSplitter()
     got = [e for i in range(len(stream)) for e in bytewise.feed(stream[i:i + 1])] + bytewise.finish()
     assert got == expected
+
+
+def test_exceptions_map_to_kinds() -> None:
+    from llmgw.bench.client import _classify_exception
+    from llmgw.transport import ConnectError, UpstreamProtocolError, UpstreamTimeout
+
+    assert _classify_exception(UpstreamTimeout("slow", phase="first_byte")) == "timeout"
+    assert _classify_exception(TimeoutError()) == "timeout"
+    assert _classify_exception(ConnectError("refused", sent=False)) == "connection"
+    assert _classify_exception(UpstreamProtocolError("closed early")) == "connection"
+    assert _classify_exception(ConnectionResetError()) == "connection"
+    assert _classify_exception(ValueError("a bug")) == "other"

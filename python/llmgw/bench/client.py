@@ -8,13 +8,14 @@ and a load tester that burns its core before the target does measures itself, no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from llmgw.transport import Timeouts, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from llmgw.transport import Timeouts, UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 
 __all__ = ["ChatRequestSpec", "RequestResult", "BenchClient", "CLIENT_NAME", "ErrorKind"]
 
@@ -30,7 +31,8 @@ class ErrorKind:
     MALFORMED_RESPONSE = "malformed_response"
     MALFORMED_STREAM = "malformed_stream"
     STREAM_ERROR = "stream_error"  # the server sent an error event inside a 200 stream
-    NOT_SENT = "not_sent"  # open loop: the run ended before an in-flight slot freed up
+    NOT_SENT = "not_sent"  # open loop: no in-flight slot freed up within the request timeout
+    OTHER = "other"  # an exception none of the above covers (its type is in the detail)
 
     @staticmethod
     def http(status: int) -> str:
@@ -111,8 +113,10 @@ class RequestResult:
 def _classify_exception(exc: BaseException) -> str:
     if isinstance(exc, (TimeoutError, UpstreamTimeout)):
         return ErrorKind.TIMEOUT
-    # ConnectError, UpstreamProtocolError (closed before the response ended, or not HTTP), OSError
-    return ErrorKind.CONNECTION
+    if isinstance(exc, (UpstreamError, OSError)):
+        # ConnectError, UpstreamProtocolError (closed before the response ended, or not HTTP), resets
+        return ErrorKind.CONNECTION
+    return ErrorKind.OTHER
 
 
 class BenchClient:
@@ -175,50 +179,64 @@ class BenchClient:
 
     async def _read_stream(self, resp: UpstreamResponse, result: RequestResult) -> None:
         events = SseEventSplitter()
-        last_content: float | None = None
-        done = False
+        state = _StreamState()
         try:
-            async for chunk in resp:
-                now = time.perf_counter()
-                for data in events.feed(chunk):
-                    if done:
-                        continue  # anything after [DONE] is ignored, as OpenAI's SDK does
-                    if data == b"[DONE]":
-                        done = True
-                        continue
-                    try:
-                        doc = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        result.error = ErrorKind.MALFORMED_STREAM
-                        result.error_detail = "stream event is not JSON: " + data[:200].decode("utf-8", "replace")
-                        resp.close()
-                        return
-                    if not isinstance(doc, dict):
-                        result.error, result.error_detail = ErrorKind.MALFORMED_STREAM, "stream event is not an object"
-                        resp.close()
-                        return
-                    if "error" in doc:
-                        result.error = ErrorKind.STREAM_ERROR
-                        result.error_detail = orjson.dumps(doc["error"])[:200].decode()
-                        resp.close()
-                        return
-                    if _has_content(doc):
-                        if last_content is None:
-                            result.ttft = now - result.origin
-                        else:
-                            result.chunk_gaps.append(now - last_content)
-                        last_content = now
-                    tokens = _completion_tokens(doc)
-                    if tokens is not None:
-                        result.output_tokens = tokens
+            async with contextlib.aclosing(resp.__aiter__()) as chunks:
+                async for chunk in chunks:
+                    now = time.perf_counter()
+                    for data in events.feed(chunk):
+                        if not state.take(data, now, result):
+                            resp.close()  # malformed or error event: stop reading, drop the connection
+                            return
         except BaseException:
             resp.close()
             raise
-        if not done and b"[DONE]" in events.finish():
-            done = True
-        if not done:
+        for data in events.finish():
+            state.take(data, time.perf_counter(), result)
+        if not state.done and result.error is None:
             result.error = ErrorKind.MALFORMED_STREAM
             result.error_detail = "stream ended without `data: [DONE]`"
+
+
+class _StreamState:
+    """Per-stream bookkeeping: [DONE] seen, time of the last content delta."""
+
+    __slots__ = ("done", "last_content")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.last_content: float | None = None
+
+    def take(self, data: bytes, now: float, result: RequestResult) -> bool:
+        """Account for one event's data (arrived at `now`); False when the stream is broken."""
+        if self.done:
+            return True  # anything after [DONE] is ignored, as OpenAI's SDK does
+        if data == b"[DONE]":
+            self.done = True
+            return True
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            result.error = ErrorKind.MALFORMED_STREAM
+            result.error_detail = "stream event is not JSON: " + data[:200].decode("utf-8", "replace")
+            return False
+        if not isinstance(doc, dict):
+            result.error, result.error_detail = ErrorKind.MALFORMED_STREAM, "stream event is not a JSON object"
+            return False
+        if "error" in doc:
+            result.error = ErrorKind.STREAM_ERROR
+            result.error_detail = orjson.dumps(doc["error"])[:200].decode()
+            return False
+        if _has_content(doc):
+            if self.last_content is None:
+                result.ttft = now - result.origin
+            else:
+                result.chunk_gaps.append(now - self.last_content)
+            self.last_content = now
+        tokens = _completion_tokens(doc)
+        if tokens is not None:
+            result.output_tokens = tokens
+        return True
 
 
 def _has_content(doc: dict[str, Any]) -> bool:
