@@ -3,6 +3,7 @@
 
 pub mod sse;
 pub mod ratelimit;
+pub mod embed;
 
 #[cfg(feature = "python")]
 mod python;
