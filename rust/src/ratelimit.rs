@@ -190,7 +190,7 @@ impl RateLimiter {
     }
 
     /// Bytes held by the bucket tables (allocations of the tables themselves, plus key bytes).
-    pub fn table_bytes(&self) -> usize {
+    pub fn memory_bytes(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {

@@ -48,10 +48,10 @@ fn one_million_busy_keys_stay_within_the_memory_bound() {
     let held = limiter.len();
     let bytes = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64;
     let per_key = bytes / held as f64;
-    println!("{held} keys held, {bytes} bytes requested, {per_key:.1} bytes/key; table_bytes {}", limiter.table_bytes());
+    println!("{held} keys held, {bytes} bytes requested, {per_key:.1} bytes/key; memory_bytes {}", limiter.memory_bytes());
     // all keys are busy (TAT 1 s ahead): the cap forgets some once shards fill, never exceeds it
     assert!(held <= 1_000_000 && held > 900_000, "held {held}");
     assert!(per_key <= BYTES_PER_KEY_BOUND, "{per_key} bytes per key");
     // the limiter's own estimate agrees with the allocator to within the key rounding
-    assert!((limiter.table_bytes() as f64 - bytes).abs() / bytes < 0.05);
+    assert!((limiter.memory_bytes() as f64 - bytes).abs() / bytes < 0.05);
 }
