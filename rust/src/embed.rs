@@ -11,6 +11,7 @@
 //! apostrophes dropped so "don't" = "dont"; everything else separates words):
 //! - character 3-, 4- and 5-grams of the word wrapped in begin/end markers, weight 1;
 //! - the word itself, weight [`UNIGRAM_WEIGHT`]; each pair of adjacent words, [`BIGRAM_WEIGHT`].
+//!
 //! Each feature is hashed (FNV-1a over code points, seeded per feature family, then a 64-bit
 //! finaliser) to a dimension and a sign (signed feature hashing keeps collisions unbiased);
 //! the vector is L2-normalised. Fixed hashes: identical output on every run and platform.

@@ -320,3 +320,32 @@ fn property_all_or_nothing_across_buckets() {
         }
     }
 }
+
+#[test]
+fn a_full_bucket_always_admits_exactly_its_burst_despite_rounding() {
+    // (now + b/r) - b/r can round an ulp above now; the limiter must not turn that into a
+    // retry-after that never ends
+    let mut rng = Rng(5);
+    for i in 0..20_000 {
+        let (rate, burst) = (0.001 + rng.unit() * 1000.0, 1.0 + rng.unit() * 1e4);
+        let now = rng.unit() * 10f64.powi((i % 12) as i32);
+        let l = RateLimiter::new(16).unwrap();
+        assert_eq!(acquire(&l, &[check("k", rate, burst, burst)], now), Decision::Admitted, "rate {rate} burst {burst} now {now}");
+    }
+}
+
+#[test]
+fn waiting_the_returned_retry_after_is_enough_even_across_magnitudes() {
+    // now near 0 and a TAT far ahead: now + (tat - now) may round below tat without the
+    // round-up in seconds_until
+    let mut rng = Rng(9);
+    for _ in 0..20_000 {
+        let now = rng.unit();
+        let rate = 0.001 + rng.unit() * 10.0;
+        let l = RateLimiter::new(16).unwrap();
+        l.charge("k", limit(rate, 5.0), rng.unit() * 1e7, Some(now)).unwrap();
+        let checks = [check("k", rate, 5.0, 1.0 + rng.unit() * 4.0)];
+        let Decision::RetryAfter(wait) = acquire(&l, &checks, now) else { panic!("in debt") };
+        assert_eq!(acquire(&l, &checks, now + wait), Decision::Admitted, "now {now} wait {wait}");
+    }
+}
