@@ -75,7 +75,8 @@ def upstream_failure(exc: UpstreamError, target: str) -> GatewayError:
         return GatewayError(504, f"upstream {target!r} timed out ({exc.phase})", type="upstream_error",
                             code="upstream_timeout")
     if isinstance(exc, ConnectError):
-        return GatewayError(502, f"upstream {target!r} is unreachable", type="upstream_error",
+        log.warning("upstream %s unreachable: %s", target, exc)  # the detail (URL) stays in the log
+        return GatewayError(502, f"upstream {target!r} is unreachable ({exc.reason})", type="upstream_error",
                             code="upstream_unreachable")
     return GatewayError(502, f"upstream {target!r} failed: {exc}", type="upstream_error", code="upstream_protocol_error")
 

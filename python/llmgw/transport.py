@@ -51,7 +51,13 @@ class UpstreamError(Exception):
 
 
 class ConnectError(UpstreamError):
+    """The connection could not be made; `reason` is short and safe to show a client (no URL)."""
+
     kind = "connect_error"
+
+    def __init__(self, message: str, *, sent: bool = False, reason: str = "connection failed") -> None:
+        super().__init__(message, sent=sent)
+        self.reason = reason
 
 
 class UpstreamTimeout(UpstreamError):
@@ -352,7 +358,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         while True:
             if self._closed:
-                raise ConnectError("upstream pool is closed", sent=False)
+                raise ConnectError("upstream pool is closed", reason="gateway is reloading")
             now = loop.time()
             while self._idle:
                 conn = self._idle.pop()
@@ -397,10 +403,15 @@ class UpstreamPool:
             raise UpstreamTimeout(
                 f"connecting to upstream {self.origin} timed out after {timeout}s", phase="connect", sent=False
             ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(f"TLS handshake with upstream {self.origin} failed: {exc.verify_message or exc}",
+                               reason="TLS certificate verification failed") from None
         except ssl.SSLError as exc:
-            raise ConnectError(f"TLS handshake with upstream {self.origin} failed: {exc.reason or exc}", sent=False) from None
+            raise ConnectError(f"TLS handshake with upstream {self.origin} failed: {exc.reason or exc}",
+                               reason="TLS handshake failed") from None
         except OSError as exc:
-            raise ConnectError(f"cannot connect to upstream {self.origin}: {exc.strerror or exc}", sent=False) from None
+            raise ConnectError(f"cannot connect to upstream {self.origin}: {exc.strerror or exc}",
+                               reason=(exc.strerror or "connection failed").lower()) from None
         return conn
 
     def _done(self, conn: _Connection, *, reuse: bool) -> None:
