@@ -55,6 +55,7 @@ class UpstreamConfig:
     timeouts: TimeoutsConfig = TimeoutsConfig()
     tls_verify: bool = True
     ca_file: str | None = None
+    transport: str = "fast"  # "fast" (llmgw.transport) or "aiohttp"
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific (api_version, ...)
 
 
@@ -208,7 +209,8 @@ def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -
         doc.error(path, "expected a mapping", "Give provider and base_url")
         return None
     _take(doc, data, path, {"provider": "", "base_url": "", "api_key": "", "headers": "", "max_connections": "",
-                            "timeouts": "", "tls_verify": "", "ca_file": "", "options": ""})
+                            "timeouts": "", "tls_verify": "", "ca_file": "", "options": "",
+                            "transport": ""})
     provider = _get(doc, data, path, "provider", str, "openai")
     if providers and provider not in providers:
         doc.error(f"{path}.provider", f"unknown provider {provider!r}", f"Use one of: {', '.join(sorted(providers))}")
@@ -227,6 +229,8 @@ def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -
         timeouts=_timeouts(doc, data.get("timeouts"), f"{path}.timeouts"),
         tls_verify=_get(doc, data, path, "tls_verify", bool, True),
         ca_file=_get(doc, data, path, "ca_file", str, None),
+        transport=_get(doc, data, path, "transport", str, "fast",
+                       lambda v: None if v in ("fast", "aiohttp") else f"must be 'fast' or 'aiohttp', got {v!r}"),
         options=options,
     )
 

@@ -20,7 +20,7 @@ import orjson
 from llmgw._core import StreamTap
 from llmgw.errors import GatewayError
 from llmgw.exchange import ChatRequest, ChatResponse, RequestContext, Usage
-from llmgw.transport import ConnectError, Timeouts, UpstreamError, UpstreamPool, UpstreamTimeout
+from llmgw.transport import ConnectError, Timeouts, Transport, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from llmgw.config import ModelRoute
@@ -38,7 +38,7 @@ class Target:
 
     name: str
     adapter: ProviderAdapter
-    pool: UpstreamPool
+    pool: Transport
     timeouts: Timeouts
 
 
