@@ -17,8 +17,9 @@ what this module does about it:
   dropped: Gemini answers 400 on unknown schema fields. `allOf` with one branch is inlined.
 - `format` on strings is kept only for `enum` and `date-time` (the Gemini Developer API rejects
   the others); number formats `float`/`double`/`int32`/`int64` are kept.
+- Types are written as Gemini's enum names (`STRING`, `OBJECT`, ...), the canonical spelling.
 - An object with no properties cannot be declared (Gemini rejects an empty `properties`), so it
-  stays a bare `{"type": "object"}`.
+  stays a bare `{"type": "OBJECT"}`.
 
 Callers that prefer to send JSON Schema untouched can use Gemini's newer `responseJsonSchema`
 (upstream option `native_json_schema: true`), which skips this conversion for response formats.
@@ -60,10 +61,10 @@ class _Converter:
                             param=self.param, code="invalid_value")
 
     def resolve(self, ref: str, where: str) -> dict[str, Any]:
-        if not ref.startswith("#/"):
+        if ref != "#" and not ref.startswith("#/"):
             raise self.fail(where, f"only local $ref ('#/...') can be inlined, got {ref!r}")
         node: Any = self.root
-        for part in ref[2:].split("/"):
+        for part in ref[2:].split("/") if ref != "#" else ():
             part = part.replace("~1", "/").replace("~0", "~")
             if not isinstance(node, dict) or part not in node:
                 raise self.fail(where, f"$ref {ref!r} points nowhere")
@@ -114,7 +115,7 @@ class _Converter:
         if kind is not None:
             if kind not in _TYPES:
                 raise self.fail(where, f"unknown type {kind!r}")
-            out["type"] = kind
+            out["type"] = kind.upper()
 
         branches_in = schema.get("anyOf", schema.get("oneOf"))
         if isinstance(branches_in, list):
@@ -135,20 +136,20 @@ class _Converter:
             values = [v for v in schema["enum"] if v is not None]
             nullable = nullable or len(values) < len(schema["enum"])
             out["enum"] = [_enum_value(v) for v in values]
-            out.setdefault("type", "string")
-            if out["type"] == "string":
+            out.setdefault("type", "STRING")
+            if out["type"] == "STRING":
                 out["format"] = "enum"
 
         fmt = schema.get("format")
         if isinstance(fmt, str) and "format" not in out:
             kind_now = out.get("type")
-            if (kind_now in ("number", "integer") and fmt in _NUMBER_FORMATS) or \
-                    (kind_now == "string" and fmt in _STRING_FORMATS):
+            if (kind_now in ("NUMBER", "INTEGER") and fmt in _NUMBER_FORMATS) or \
+                    (kind_now == "STRING" and fmt in _STRING_FORMATS):
                 out["format"] = fmt
 
         props = schema.get("properties")
         if isinstance(props, dict) and props:
-            out.setdefault("type", "object")
+            out.setdefault("type", "OBJECT")
             out["properties"] = {name: self.convert(sub, f"{where}.properties.{name}", refs, depth + 1)
                                  for name, sub in props.items()}
             required = schema.get("required")
@@ -156,10 +157,10 @@ class _Converter:
                 out["required"] = [r for r in required if isinstance(r, str) and r in props]
         items = schema.get("items")
         if isinstance(items, dict):
-            out.setdefault("type", "array")
+            out.setdefault("type", "ARRAY")
             out["items"] = self.convert(items, f"{where}.items", refs, depth + 1)
         elif isinstance(items, list):  # tuple form: Gemini has one item schema; use anyOf of them
-            out.setdefault("type", "array")
+            out.setdefault("type", "ARRAY")
             conv = [self.convert(s, f"{where}.items[{i}]", refs, depth + 1) for i, s in enumerate(items)]
             out["items"] = conv[0] if len(conv) == 1 else {"anyOf": conv}
 
