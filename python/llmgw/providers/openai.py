@@ -88,7 +88,10 @@ class OpenAIAdapter:
     def classify_error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorClass:
         message = type_ = code = param = None
         try:
-            err = orjson.loads(body).get("error")
+            data = orjson.loads(body)
+            err = data.get("error")
+            if err is None and data.get("object") == "error":  # vLLM's ErrorResponse: the fields at top level
+                err = data
             if isinstance(err, dict):
                 message, type_, code, param = (err.get("message"), err.get("type"), err.get("code"), err.get("param"))
             elif isinstance(err, str):  # some compatible servers send {"error": "text"}
