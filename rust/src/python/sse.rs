@@ -8,7 +8,7 @@ use crate::sse::{self as core_sse, EventRef};
 
 /// One dispatched event. Fields are stored as Python objects, made once at dispatch, so
 /// reading an attribute is a reference-count increment, not a conversion.
-#[pyclass(frozen, module = "llmgw._core", name = "SseEvent")]
+#[pyclass(frozen, freelist = 256, module = "llmgw._core", name = "SseEvent")]
 pub struct SseEvent {
     #[pyo3(get)]
     event: Option<Py<PyString>>,
