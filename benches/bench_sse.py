@@ -148,11 +148,12 @@ class PyStreamTap:
     splitlines(keepends=True) lengths, and orjson-parses only events whose bytes show a
     non-null finish_reason/usage/error (compact-JSON checks) or the first model."""
 
-    __slots__ = ("_pending", "_after_cr", "_data", "_idle", "collect_text", "events", "done",
+    __slots__ = ("_pending", "_scanned", "_after_cr", "_data", "_idle", "collect_text", "events", "done",
                  "usage", "finish_reason", "model", "text", "error")
 
     def __init__(self, collect_text: bool = False) -> None:
         self._pending = b""
+        self._scanned = 0
         self._after_cr = False
         self._data: list[bytes] = []
         self._idle = True
@@ -167,14 +168,14 @@ class PyStreamTap:
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._pending + chunk if self._pending else chunk
-        start = 0
-        if self._after_cr and chunk:
+        start = self._scanned  # bytes of _pending already split into lines
+        if self._after_cr and start < len(buf):
             self._after_cr = False
-            if chunk[0] == 10:
-                start = len(buf) - len(chunk) + 1
+            if buf[start] == 10:
+                start += 1
         cut = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
         if cut <= start:
-            self._pending = buf
+            self._pending, self._scanned = buf, start
             return b""
         self._after_cr = buf[cut - 1] == 13 and cut == len(buf)
         boundary = -1
@@ -197,10 +198,12 @@ class PyStreamTap:
                 if line.startswith(b"data:"):
                     value = line[5:]
                     data.append(value[1:] if value[:1] == b" " else value)
+                elif line == b"data":
+                    data.append(b"")
         if boundary < 0:
-            self._pending = buf
+            self._pending, self._scanned = buf, cut
             return b""
-        self._pending = buf[boundary:]
+        self._pending, self._scanned = buf[boundary:], cut - boundary
         return buf[:boundary]
 
     def _observe(self, data: bytes) -> None:
