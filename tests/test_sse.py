@@ -277,6 +277,12 @@ def test_tap_usage_without_cached_tokens() -> None:
     assert tap_all([stream])[0].usage == (4, 2, 6, None)
 
 
+def test_tap_model_skips_azure_empty_model() -> None:
+    azure_first = b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[]}\n\n'
+    tap, _ = tap_all([azure_first, openai_stream()])
+    assert tap.model == "gpt-4o-mini-2024-07-18"
+
+
 def test_tap_reports_in_stream_error_as_raw_json() -> None:
     error = '{"error":{"message":"The server had an error","type":"server_error","code":null}}'
     tap, _ = tap_all([b'data: {"model":"m","choices":[]}\n\n', f"data: {error}\n\n".encode()])

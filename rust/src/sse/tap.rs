@@ -156,7 +156,7 @@ impl StreamTap {
     pub fn finish_reason(&self) -> Option<&str> {
         self.seen.finish_reason.as_deref()
     }
-    /// `model` of the first event that has one.
+    /// `model` of the first event that has a non-empty one.
     pub fn model(&self) -> Option<&str> {
         self.seen.model.as_deref()
     }
@@ -194,7 +194,8 @@ impl Observed {
             return not_a_chunk();
         };
         if self.model.is_none() {
-            self.model = chunk.model.map(|m| m.0.into_owned());
+            // Azure's first chunk (prompt_filter_results) carries "model":"": not a model.
+            self.model = chunk.model.filter(|m| !m.0.is_empty()).map(|m| m.0.into_owned());
         }
         if let Some(ObjectOnly(usage)) = chunk.usage {
             self.usage = Some(Usage {

@@ -406,6 +406,13 @@ fn tap_keeps_the_first_model_and_last_usage() {
 }
 
 #[test]
+fn tap_skips_azure_empty_model() {
+    let stream = b"data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\",\"prompt_filter_results\":[]}\n\n\
+                   data: {\"model\":\"gpt-4o-2024-08-06\",\"choices\":[]}\n\n";
+    assert_eq!(tap_all(&[stream], false).tap.model(), Some("gpt-4o-2024-08-06"));
+}
+
+#[test]
 fn tap_reports_in_stream_error_verbatim() {
     let error = r#"{"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}"#;
     let stream = format!("data: {{\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"hi\"}}}}]}}\n\ndata: {error}\n\n");
