@@ -195,7 +195,10 @@ impl Observed {
         };
         if self.model.is_none() {
             // Azure's first chunk (prompt_filter_results) carries "model":"": not a model.
-            self.model = chunk.model.filter(|m| !m.0.is_empty()).map(|m| m.0.into_owned());
+            self.model = chunk
+                .model
+                .filter(|m| !m.0.is_empty())
+                .map(|m| m.0.into_owned());
         }
         if let Some(ObjectOnly(usage)) = chunk.usage {
             self.usage = Some(Usage {
@@ -339,7 +342,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for ChoicesFold<'a> {
                 f.write_str("an array of choices")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut fold = ChoicesFold { finish_reason: None, content: None };
+                let mut fold = ChoicesFold {
+                    finish_reason: None,
+                    content: None,
+                };
                 while let Some(choice) = seq.next_element::<ChoiceView<'de>>()? {
                     if let Some(reason) = choice.finish_reason {
                         fold.finish_reason = Some(reason.0);
