@@ -20,7 +20,7 @@ import orjson
 from llmgw._core import StreamTap
 from llmgw.errors import GatewayError
 from llmgw.exchange import ChatRequest, ChatResponse, RequestContext, Usage
-from llmgw.transport import ConnectError, Timeouts, Transport, UpstreamError, UpstreamTimeout
+from llmgw.transport import ConnectError, Timeouts, Transport, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from llmgw.config import ModelRoute
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from llmgw.providers.base import ProviderAdapter
 
 log = logging.getLogger("llmgw")
+
+# An upstream that never ends an event must not grow the gateway's memory without bound; real
+# chunks are a few hundred bytes, a large tool-call argument delta a few kilobytes.
+MAX_EVENT_BYTES = 4 << 20
 
 __all__ = ["ClientFormat", "Pipeline", "Target", "StreamSink", "upstream_failure"]
 
@@ -213,9 +217,13 @@ class Pipeline:
                                   summary: ChatResponse) -> None:
         tap = StreamTap()
         sink: StreamSink | None = None
+        held = 0  # bytes of the unfinished event the tap is holding back
         try:
             async for data in resp:
                 out = tap.feed(data)
+                held += len(data) - len(out)
+                if held > MAX_EVENT_BYTES:
+                    raise UpstreamProtocolError(f"upstream sent a stream event over {MAX_EVENT_BYTES} bytes")
                 if out:
                     if sink is None:
                         sink = await start()
