@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from support import openai_config
+from support import openai_config, running_gateway
 
 
 # Upstreams on the one mock, each made to behave differently by static headers.
@@ -30,8 +30,6 @@ MODELS = {"slow-model": "slow", "limited": "ratelimited", "broken": "broken", "t
 @pytest.fixture(scope="module", params=["fast", "aiohttp"])
 def gw(request, mock_upstream, tmp_path_factory):
     """The gateway, once with each upstream transport: both must behave the same to clients."""
-    from support import GatewayProcess
-
     transport = request.param
     upstreams = "".join(f"""
   {name}:
@@ -48,17 +46,15 @@ def gw(request, mock_upstream, tmp_path_factory):
     base_url: http://127.0.0.1:9/v1
     transport: {transport}
 """
-    path = tmp_path_factory.mktemp("gw") / "gateway.yaml"
-    path.write_text(openai_config(
+    config = (openai_config(
         mock_upstream.url,
         timeouts=f"    transport: {transport}\n    timeouts: {{first_byte: 1.5, idle: 1.5, total: 20}}",
         extra_upstreams=upstreams,
         extra_models="".join(f"  {m}: {{upstream: {u}}}\n" for m, u in MODELS.items()),
         tail="server: {max_body_bytes: 20000}",
     ))
-    proc = GatewayProcess(path)
-    yield proc
-    proc.stop()
+    with running_gateway(tmp_path_factory.mktemp("gw"), config) as proc:
+        yield proc
 
 
 MSG = [{"role": "user", "content": "hello gateway world"}]

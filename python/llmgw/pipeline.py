@@ -25,7 +25,7 @@ from llmgw.transport import ConnectError, Timeouts, Transport, UpstreamError, Up
 if TYPE_CHECKING:
     from llmgw.config import ModelRoute
     from llmgw.plugins.loader import LoadedPlugin
-    from llmgw.providers.base import ProviderAdapter
+    from llmgw.providers.base import ProviderAdapter, UpstreamRequest
 
 log = logging.getLogger("llmgw")
 
@@ -33,7 +33,7 @@ log = logging.getLogger("llmgw")
 # chunks are a few hundred bytes, a large tool-call argument delta a few kilobytes.
 MAX_EVENT_BYTES = 4 << 20
 
-__all__ = ["ClientFormat", "Pipeline", "Target", "StreamSink", "upstream_failure"]
+__all__ = ["ClientFormat", "Pipeline", "Target", "StreamSink", "classified_error", "exchange", "upstream_failure"]
 
 
 @dataclass(slots=True)
@@ -155,13 +155,7 @@ class Pipeline:
     async def complete(self, ctx: RequestContext, req: ChatRequest, route: ModelRoute, plugins_ran: bool) -> ChatResponse:
         """A non-streamed completion from the route's upstream (raises GatewayError)."""
         target, ureq = self._upstream_request(ctx, req, route, plugins_ran)
-        try:
-            resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts)
-            body = await resp.read()
-        except UpstreamError as exc:
-            raise upstream_failure(exc, target.name) from None
-        if resp.status >= 300:
-            raise _classified(target, resp.status, body, resp.headers)
+        body = await exchange(target, ureq)
         adapter = target.adapter
         if adapter.passthrough:
             out = ChatResponse(raw=body)
@@ -188,7 +182,7 @@ class Pipeline:
             resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts)
             if resp.status >= 300:
                 body = await resp.read()
-                raise _classified(target, resp.status, body, resp.headers)
+                raise classified_error(target, resp.status, body, resp.headers)
         except UpstreamError as exc:
             raise upstream_failure(exc, target.name) from None
         return target, resp
@@ -302,7 +296,19 @@ def _record_tap(ctx: RequestContext, tap: Any, summary: ChatResponse) -> None:
     summary.finish_reason = summary.finish_reason or tap.finish_reason
 
 
-def _classified(target: Target, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+async def exchange(target: Target, ureq: UpstreamRequest) -> bytes:
+    """Send a non-streamed request to `target`; the 2xx body, or the failure as a GatewayError."""
+    try:
+        resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts)
+        body = await resp.read()
+    except UpstreamError as exc:
+        raise upstream_failure(exc, target.name) from None
+    if resp.status >= 300:
+        raise classified_error(target, resp.status, body, resp.headers)
+    return body
+
+
+def classified_error(target: Target, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
     ec = target.adapter.classify_error(status, body, headers)
     extra = [("retry-after", str(max(int(ec.retry_after + 0.999), 0)))] if ec.retry_after is not None else []
     return GatewayError(ec.status, ec.message, type=ec.type, code=ec.code, param=ec.param, headers=extra)

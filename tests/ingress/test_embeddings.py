@@ -71,7 +71,7 @@ def gemini_stub() -> Iterator[GeminiEmbedStub]:
 
 @pytest.fixture(scope="module")
 def gw(mock_upstream, gemini_stub, tmp_path_factory):
-    from support import GatewayProcess
+    from support import running_gateway
 
     config = f"""
 upstreams:
@@ -91,11 +91,8 @@ models:
   gem-badkey: {{upstream: gem_badkey, model: text-embedding-004}}
   tgi-chat: {{upstream: tgi, model: tgi}}
 """
-    path = tmp_path_factory.mktemp("emb") / "gateway.yaml"
-    path.write_text(config)
-    proc = GatewayProcess(path)
-    yield proc
-    proc.stop()
+    with running_gateway(tmp_path_factory.mktemp("emb"), config) as proc:
+        yield proc
 
 
 @pytest.fixture

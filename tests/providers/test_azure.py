@@ -78,7 +78,7 @@ def test_context_length_keeps_openai_shape() -> None:
 
 @pytest.fixture(scope="module")
 def gw(mock_upstream, tmp_path_factory):
-    from support import GatewayProcess
+    from support import running_gateway
 
     def up(name: str, headers: str = "{}", key: str = KEY) -> str:
         return (f"  {name}:\n    provider: azure\n    base_url: {mock_upstream.url}\n    api_key: {key}\n"
@@ -89,11 +89,8 @@ def gw(mock_upstream, tmp_path_factory):
         "models:\n  azure-4o: {upstream: az, model: gpt-4o}\n  other: {upstream: az, model: mini}\n" \
         "  az-throttled: {upstream: az_429, model: gpt-4o}\n  az-down: {upstream: az_503, model: gpt-4o}\n" \
         "  az-long: {upstream: az_ctx, model: gpt-4o}\n"
-    path = tmp_path_factory.mktemp("azure") / "gateway.yaml"
-    path.write_text(config)
-    proc = GatewayProcess(path)
-    yield proc
-    proc.stop()
+    with running_gateway(tmp_path_factory.mktemp("azure"), config) as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def gemini_upstream(name: str, mock_url: str, headers: str = "{}", key: str = KE
 
 @pytest.fixture(scope="module")
 def gw(mock_upstream, tmp_path_factory):
-    from support import GatewayProcess
+    from support import running_gateway
 
     url = mock_upstream.url
     ups = "".join([
@@ -43,11 +43,8 @@ def gw(mock_upstream, tmp_path_factory):
         ("broken", "gem_500"), ("toolong", "gem_context"), ("cut", "gem_cut"), ("midstream", "gem_midstream"),
         ("rejects", "gem_400")])
     config = f"upstreams:{ups}\nmodels:\n{models}"
-    path = tmp_path_factory.mktemp("gemini") / "gateway.yaml"
-    path.write_text(config)
-    proc = GatewayProcess(path)
-    yield proc
-    proc.stop()
+    with running_gateway(tmp_path_factory.mktemp("gemini"), config) as proc:
+        yield proc
 
 
 @pytest.fixture

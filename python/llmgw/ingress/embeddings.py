@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 
 from llmgw.errors import GatewayError
+from llmgw.ingress.openai import bad_request as _bad, require_model
 from llmgw.exchange import ChatRequest, RequestContext, next_request_id
-from llmgw.pipeline import _classified, upstream_failure
+from llmgw.pipeline import exchange, upstream_failure
 from llmgw.providers.base import optional_part
 from llmgw.transport import UpstreamError
 
@@ -30,18 +31,9 @@ __all__ = ["embeddings", "parse_embeddings_request"]
 _JSON = [("content-type", "application/json")]
 
 
-def _bad(message: str, param: str, code: str = "invalid_value") -> GatewayError:
-    return GatewayError(400, message, param=param, code=code)
-
-
 def parse_embeddings_request(data: Any) -> tuple[str, dict[str, Any]]:
     """Validate an OpenAI embeddings body: (model, body). Raises GatewayError(400)."""
-    if not isinstance(data, dict):
-        raise _bad("The request body must be a JSON object.", "body", "invalid_type")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad("You must provide a model parameter (a non-empty string).", "model",
-                   "missing_required_parameter" if model is None else "invalid_type")
+    model = require_model(data)
     inputs = data.get("input")
     if inputs is None:
         raise _bad("You must provide an 'input' parameter.", "input", "missing_required_parameter")
@@ -100,14 +92,7 @@ async def _run(gw: Any, model: str, body: dict[str, Any]) -> dict[str, Any]:
         raise GatewayError(400, f"Model '{model}' does not support embeddings (its upstream {route.upstream!r} uses "
                                 f"provider {adapter.name!r}, which has none).", param="model",
                            code="embeddings_not_supported")
-    ureq = build(body, route.model)
-    try:
-        resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts)
-        raw = await resp.read()
-    except UpstreamError as exc:
-        raise upstream_failure(exc, target.name) from None
-    if resp.status >= 300:
-        raise _classified(target, resp.status, raw, resp.headers)
+    raw = await exchange(target, build(body, route.model))
     try:
         answer = read(raw, model)
     except UpstreamError as exc:
