@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -74,6 +76,18 @@ class GatewayProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         self._log.close()
+
+
+@contextmanager
+def running_gateway(directory: Path, config_text: str, **kwargs) -> Iterator[GatewayProcess]:
+    """A gateway for a whole test module: `with running_gateway(tmp_path_factory.mktemp(..), yaml)`."""
+    path = directory / "gateway.yaml"
+    path.write_text(config_text)
+    proc = GatewayProcess(path, **kwargs)
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def openai_config(mock_url: str, *, extra_upstreams: str = "", extra_models: str = "", tail: str = "",

@@ -9,80 +9,52 @@ import httpx
 import openai
 import pytest
 
-from support import openai_config
+from support import openai_config, running_gateway
 
 
-@pytest.fixture(scope="module")
-def gw(mock_upstream, tmp_path_factory):
-    from support import GatewayProcess
+# Upstreams on the one mock, each made to behave differently by static headers.
+FAULTS = {
+    "slow": "{x-mock-tokens-per-s: '20', x-mock-words: '10'}",
+    "ratelimited": "{x-mock-status: '429', x-mock-retry-after: '7'}",
+    "broken": "{x-mock-status: '500'}",
+    "context": "{x-mock-context-exceeded: 'true'}",
+    "hanging": "{x-mock-hang: before}",
+    "cut": "{x-mock-cut-after-chunks: '2'}",
+    "garbage": "{x-mock-malformed: body}",
+    "badkey": "{x-mock-status: '401'}",
+}
+MODELS = {"slow-model": "slow", "limited": "ratelimited", "broken": "broken", "tiny-context": "context",
+          "hangs": "hanging", "cuts": "cut", "garbage": "garbage", "badkey": "badkey", "down": "down"}
 
-    path = tmp_path_factory.mktemp("gw") / "gateway.yaml"
-    slow = "{x-mock-tokens-per-s: '20', x-mock-words: '10'}"
-    path.write_text(openai_config(
-        mock_upstream.url,
-        timeouts="    timeouts: {first_byte: 1.5, idle: 1.5, total: 20}",
-        extra_upstreams=f"""
-  slow:
+
+@pytest.fixture(scope="module", params=["fast", "aiohttp"])
+def gw(request, mock_upstream, tmp_path_factory):
+    """The gateway, once with each upstream transport: both must behave the same to clients."""
+    transport = request.param
+    upstreams = "".join(f"""
+  {name}:
     provider: openai
     base_url: {mock_upstream.url}/v1
-    api_key: sk-upstream-secret-123456
-    headers: {slow}
-  ratelimited:
-    provider: openai
-    base_url: {mock_upstream.url}/v1
-    api_key: sk-upstream-secret-123456
-    headers: {{x-mock-status: '429', x-mock-retry-after: '7'}}
-  broken:
-    provider: openai
-    base_url: {mock_upstream.url}/v1
-    api_key: sk-upstream-secret-123456
-    headers: {{x-mock-status: '500'}}
-  context:
-    provider: openai
-    base_url: {mock_upstream.url}/v1
-    api_key: sk-upstream-secret-123456
-    headers: {{x-mock-context-exceeded: 'true'}}
-  hanging:
-    provider: openai
-    base_url: {mock_upstream.url}/v1
-    api_key: sk-upstream-secret-123456
-    headers: {{x-mock-hang: before}}
-    timeouts: {{first_byte: 0.5}}
-  cut:
-    provider: openai
-    base_url: {mock_upstream.url}/v1
-    api_key: sk-upstream-secret-123456
-    headers: {{x-mock-cut-after-chunks: '2'}}
-  garbage:
-    provider: openai
-    base_url: {mock_upstream.url}/v1
-    api_key: sk-upstream-secret-123456
-    headers: {{x-mock-malformed: body}}
-  badkey:
-    provider: openai
-    base_url: {mock_upstream.url}/v1
-    api_key: sk-wrong-upstream-secret-999
-    headers: {{x-mock-status: '401'}}
+    api_key: {"sk-wrong-upstream-secret-999" if name == "badkey" else "sk-upstream-secret-123456"}
+    transport: {transport}
+    headers: {headers}
+    timeouts: {{first_byte: {0.5 if name == "hanging" else 1.5}, idle: 1.5, total: 20}}
+""" for name, headers in FAULTS.items())
+    upstreams += f"""
   down:
     provider: openai
     base_url: http://127.0.0.1:9/v1
-""",
-        extra_models="""
-  slow-model: {upstream: slow}
-  limited: {upstream: ratelimited}
-  broken: {upstream: broken}
-  tiny-context: {upstream: context}
-  hangs: {upstream: hanging}
-  cuts: {upstream: cut}
-  garbage: {upstream: garbage}
-  badkey: {upstream: badkey}
-  down: {upstream: down}
-""",
+    transport: {transport}
+"""
+    config = (openai_config(
+        mock_upstream.url,
+        timeouts=f"    transport: {transport}\n    timeouts: {{first_byte: 1.5, idle: 1.5, total: 20}}",
+        extra_upstreams=upstreams,
+        extra_models="".join(f"  {m}: {{upstream: {u}}}\n" for m, u in MODELS.items()),
         tail="server: {max_body_bytes: 20000}",
     ))
-    proc = GatewayProcess(path)
-    yield proc
-    proc.stop()
+    with running_gateway(tmp_path_factory.mktemp("gw"), config) as proc:
+        yield proc
 
 
 MSG = [{"role": "user", "content": "hello gateway world"}]

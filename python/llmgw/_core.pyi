@@ -89,7 +89,7 @@ class StreamTap:
         """The last non-null choices[*].finish_reason."""
     @property
     def model(self) -> str | None:
-        """"model" of the first event that has one."""
+        """"model" of the first event with a non-empty one (Azure opens with "model":"")."""
     @property
     def text(self) -> str:
         """With collect_text: the concatenated delta.content of the choice with index 0 (the

@@ -55,6 +55,7 @@ class UpstreamConfig:
     timeouts: TimeoutsConfig = TimeoutsConfig()
     tls_verify: bool = True
     ca_file: str | None = None
+    transport: str = "fast"  # "fast" (llmgw.transport) or "aiohttp"
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific (api_version, ...)
 
 
@@ -208,15 +209,27 @@ def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -
         doc.error(path, "expected a mapping", "Give provider and base_url")
         return None
     _take(doc, data, path, {"provider": "", "base_url": "", "api_key": "", "headers": "", "max_connections": "",
-                            "timeouts": "", "tls_verify": "", "ca_file": "", "options": ""})
+                            "timeouts": "", "tls_verify": "", "ca_file": "", "options": "",
+                            "transport": ""})
     provider = _get(doc, data, path, "provider", str, "openai")
     if providers and provider not in providers:
         doc.error(f"{path}.provider", f"unknown provider {provider!r}", f"Use one of: {', '.join(sorted(providers))}")
     base_url = _get(doc, data, path, "base_url", str, "", _url)
+    adapter = _adapter_class(provider)
     if "base_url" not in data:
-        doc.error(f"{path}.base_url", "missing", "Add base_url: http(s)://host:port/v1")
+        default = getattr(adapter, "default_base_url", None)
+        if isinstance(default, str):
+            base_url = default  # a preset (vllm, ollama, gemini, ...) knows where its server listens
+        else:
+            doc.error(f"{path}.base_url", "missing",
+                      f"Add base_url: http(s)://host:port/v1 (provider {provider!r} has no default; "
+                      f"providers with one: {', '.join(_providers_with_default()) or 'none'})")
     headers = _get(doc, data, path, "headers", dict, {})
     options = _get(doc, data, path, "options", dict, {})
+    check = getattr(adapter, "check_options", None)
+    if check is not None:
+        for key, problem, fix in check(options):
+            doc.error(f"{path}.options.{key}", problem, fix)
     return UpstreamConfig(
         name=name,
         provider=provider,
@@ -227,8 +240,26 @@ def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -
         timeouts=_timeouts(doc, data.get("timeouts"), f"{path}.timeouts"),
         tls_verify=_get(doc, data, path, "tls_verify", bool, True),
         ca_file=_get(doc, data, path, "ca_file", str, None),
+        transport=_get(doc, data, path, "transport", str, "fast",
+                       lambda v: None if v in ("fast", "aiohttp") else f"must be 'fast' or 'aiohttp', got {v!r}"),
         options=options,
     )
+
+
+def _adapter_class(provider: str) -> Any:
+    """The registered adapter class for `provider`, or None (unknown providers are reported apart)."""
+    from llmgw.providers import registry  # late: the providers import this module's types
+
+    try:
+        return registry.get(provider)
+    except KeyError:
+        return None
+
+
+def _providers_with_default() -> list[str]:
+    from llmgw.providers import registry
+
+    return [n for n in registry.names() if isinstance(getattr(registry.get(n), "default_base_url", None), str)]
 
 
 def parse_config(text: str, *, source: str = "<config>", env: dict[str, str] | None = None,

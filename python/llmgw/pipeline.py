@@ -20,16 +20,20 @@ import orjson
 from llmgw._core import StreamTap
 from llmgw.errors import GatewayError
 from llmgw.exchange import ChatRequest, ChatResponse, RequestContext, Usage
-from llmgw.transport import ConnectError, Timeouts, UpstreamError, UpstreamPool, UpstreamTimeout
+from llmgw.transport import ConnectError, Timeouts, Transport, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from llmgw.config import ModelRoute
     from llmgw.plugins.loader import LoadedPlugin
-    from llmgw.providers.base import ProviderAdapter
+    from llmgw.providers.base import ProviderAdapter, UpstreamRequest
 
 log = logging.getLogger("llmgw")
 
-__all__ = ["ClientFormat", "Pipeline", "Target", "StreamSink", "upstream_failure"]
+# An upstream that never ends an event must not grow the gateway's memory without bound; real
+# chunks are a few hundred bytes, a large tool-call argument delta a few kilobytes.
+MAX_EVENT_BYTES = 4 << 20
+
+__all__ = ["ClientFormat", "Pipeline", "Target", "StreamSink", "classified_error", "exchange", "upstream_failure"]
 
 
 @dataclass(slots=True)
@@ -38,7 +42,7 @@ class Target:
 
     name: str
     adapter: ProviderAdapter
-    pool: UpstreamPool
+    pool: Transport
     timeouts: Timeouts
 
 
@@ -151,13 +155,7 @@ class Pipeline:
     async def complete(self, ctx: RequestContext, req: ChatRequest, route: ModelRoute, plugins_ran: bool) -> ChatResponse:
         """A non-streamed completion from the route's upstream (raises GatewayError)."""
         target, ureq = self._upstream_request(ctx, req, route, plugins_ran)
-        try:
-            resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts)
-            body = await resp.read()
-        except UpstreamError as exc:
-            raise upstream_failure(exc, target.name) from None
-        if resp.status >= 300:
-            raise _classified(target, resp.status, body, resp.headers)
+        body = await exchange(target, ureq)
         adapter = target.adapter
         if adapter.passthrough:
             out = ChatResponse(raw=body)
@@ -184,7 +182,7 @@ class Pipeline:
             resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts)
             if resp.status >= 300:
                 body = await resp.read()
-                raise _classified(target, resp.status, body, resp.headers)
+                raise classified_error(target, resp.status, body, resp.headers)
         except UpstreamError as exc:
             raise upstream_failure(exc, target.name) from None
         return target, resp
@@ -213,9 +211,13 @@ class Pipeline:
                                   summary: ChatResponse) -> None:
         tap = StreamTap()
         sink: StreamSink | None = None
+        held = 0  # bytes of the unfinished event the tap is holding back
         try:
             async for data in resp:
                 out = tap.feed(data)
+                held += len(data) - len(out)
+                if held > MAX_EVENT_BYTES:
+                    raise UpstreamProtocolError(f"upstream sent a stream event over {MAX_EVENT_BYTES} bytes")
                 if out:
                     if sink is None:
                         sink = await start()
@@ -294,7 +296,19 @@ def _record_tap(ctx: RequestContext, tap: Any, summary: ChatResponse) -> None:
     summary.finish_reason = summary.finish_reason or tap.finish_reason
 
 
-def _classified(target: Target, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+async def exchange(target: Target, ureq: UpstreamRequest) -> bytes:
+    """Send a non-streamed request to `target`; the 2xx body, or the failure as a GatewayError."""
+    try:
+        resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts)
+        body = await resp.read()
+    except UpstreamError as exc:
+        raise upstream_failure(exc, target.name) from None
+    if resp.status >= 300:
+        raise classified_error(target, resp.status, body, resp.headers)
+    return body
+
+
+def classified_error(target: Target, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
     ec = target.adapter.classify_error(status, body, headers)
     extra = [("retry-after", str(max(int(ec.retry_after + 0.999), 0)))] if ec.retry_after is not None else []
     return GatewayError(ec.status, ec.message, type=ec.type, code=ec.code, param=ec.param, headers=extra)

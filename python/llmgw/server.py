@@ -24,7 +24,7 @@ from llmgw.pipeline import ClientFormat, Pipeline, Target
 from llmgw.plugins.auth import ApiKeyAuth, presented_key
 from llmgw.plugins.loader import LoadedPlugin, instantiate, load_plugins
 from llmgw.providers import registry
-from llmgw.transport import Timeouts, UpstreamPool
+from llmgw.transport import Timeouts, Transport, UpstreamPool
 
 __all__ = ["App", "Gateway", "create_app"]
 
@@ -55,8 +55,8 @@ class Gateway:
             targets[name] = Target(
                 name=name,
                 adapter=registry.get(up.provider)(up),
-                pool=UpstreamPool(up.base_url, max_connections=up.max_connections, ssl_context=ssl_ctx,
-                                  connect_timeout=t.connect or 5.0),
+                pool=_pool_class(up.transport)(up.base_url, max_connections=up.max_connections,
+                                               ssl_context=ssl_ctx, connect_timeout=t.connect or 5.0),
                 timeouts=Timeouts(t.connect, t.first_byte, t.idle, t.total),
             )
         plugins: list[LoadedPlugin] = []
@@ -146,6 +146,14 @@ class Gateway:
         else:
             proto.response_bytes(result.status, _JSON + [("x-request-id", ctx.request_id)] + ctx.response_headers
                                  + result.headers, fmt.encode_response(result, req))
+
+
+def _pool_class(name: str) -> type[Transport]:
+    if name == "aiohttp":
+        from llmgw.transport_aiohttp import AiohttpPool
+
+        return AiohttpPool
+    return UpstreamPool
 
 
 def _models_list(names: list[str]) -> dict[str, Any]:

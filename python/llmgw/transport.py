@@ -21,12 +21,13 @@ import collections
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 from urllib.parse import urlsplit
 
 import httptools
 
 __all__ = [
+    "Transport",
     "Timeouts",
     "UpstreamPool",
     "UpstreamResponse",
@@ -83,6 +84,20 @@ class Timeouts:
 
 
 _DEFAULT_TIMEOUTS = Timeouts()
+
+
+class Transport(Protocol):
+    """What the pipeline needs from an upstream client; `UpstreamPool` is the default, the aiohttp
+    one (transport_aiohttp.AiohttpPool) the alternative. A response has `status`, `headers`
+    (lower-case bytes pairs), `header(name)`, `await read()`, `async for chunk in resp`, and
+    `close()` to abandon it."""
+
+    async def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"", *,
+                      timeout: Timeouts | None = None) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
 
 
 class _Connection(asyncio.Protocol):

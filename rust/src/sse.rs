@@ -111,11 +111,12 @@ impl SseParser {
     pub fn feed_with(&mut self, chunk: &[u8], mut on_event: impl FnMut(EventRef<'_>)) {
         let block = &mut self.block;
         let comments = &mut self.comments;
-        self.reader.feed(chunk, |line, _end| match block.line(line) {
-            LineOutcome::Dispatch => block.dispatch(|raw| on_event(EventRef { raw })),
-            LineOutcome::Comment => *comments += 1,
-            LineOutcome::Field | LineOutcome::Blank => {}
-        });
+        self.reader
+            .feed(chunk, |line, _end| match block.line(line) {
+                LineOutcome::Dispatch => block.dispatch(|raw| on_event(EventRef { raw })),
+                LineOutcome::Comment => *comments += 1,
+                LineOutcome::Field | LineOutcome::Blank => {}
+            });
     }
 
     /// Parses `chunk` and returns the events it completes, in order.

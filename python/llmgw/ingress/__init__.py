@@ -7,4 +7,8 @@ from typing import Any
 
 def extra_routes() -> dict[tuple[str, str], Any]:
     """Routes contributed by dialects beyond OpenAI chat completions (method, path) → handler."""
-    return {}
+    from llmgw.ingress.embeddings import embeddings
+
+    routes: dict[tuple[str, str], Any] = {}
+    routes[("POST", "/v1/embeddings")] = embeddings
+    return routes

@@ -9,23 +9,32 @@ import orjson
 from llmgw.errors import GatewayError
 from llmgw.exchange import ChatRequest, ChatResponse
 
-__all__ = ["OPENAI_FORMAT", "OpenAIFormat", "parse_chat_request"]
+__all__ = ["OPENAI_FORMAT", "OpenAIFormat", "bad_request", "parse_chat_request", "require_model"]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
-def _bad(message: str, param: str, code: str = "invalid_value") -> GatewayError:
+def bad_request(message: str, param: str, code: str = "invalid_value") -> GatewayError:
     return GatewayError(400, message, param=param, code=code)
 
 
-def parse_chat_request(data: Any, raw: bytes | None, headers: Any) -> ChatRequest:
-    """Validate what every backend needs; other fields pass through to the upstream to judge."""
+_bad = bad_request
+
+
+def require_model(data: Any) -> str:
+    """The body must be a JSON object with a non-empty string `model` (every OpenAI endpoint)."""
     if not isinstance(data, dict):
         raise _bad("The request body must be a JSON object.", "body", "invalid_type")
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("You must provide a model parameter (a non-empty string).", "model",
                    "missing_required_parameter" if model is None else "invalid_type")
+    return model
+
+
+def parse_chat_request(data: Any, raw: bytes | None, headers: Any) -> ChatRequest:
+    """Validate what every backend needs; other fields pass through to the upstream to judge."""
+    model = require_model(data)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty array of message objects.", "messages",

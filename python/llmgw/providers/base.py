@@ -24,6 +24,7 @@ __all__ = [
     "UpstreamRequest",
     "registry",
     "classify_openai_style_error",
+    "optional_part",
     "retry_after_seconds",
 ]
 
@@ -93,6 +94,31 @@ class ProviderAdapter(Protocol):
     def classify_error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorClass:
         """What an upstream error status + body means (see ErrorClass)."""
         ...
+
+    # Optional parts: an adapter may leave them out (or set them to None); `optional_part` reads them.
+    #
+    # default_base_url: ClassVar[str]
+    #     The base URL used when the upstream's config has no base_url (e.g. a self-hosted server's
+    #     default port, or a public API's endpoint). Without it, base_url is required.
+    #
+    # @staticmethod
+    # def check_options(options: dict[str, Any]) -> list[tuple[str, str, str]]:
+    #     Config-time validation of the upstream's `options`: (key, problem, fix) per problem, so
+    #     `llmgw check-config` and start-up report them with the file and line.
+    #
+    # def embeddings_request(self, body: dict[str, Any], model: str) -> UpstreamRequest:
+    #     The upstream request for an OpenAI embeddings body (`model` is the upstream's name).
+    #
+    # def embeddings_response(self, body: bytes, model: str) -> dict[str, Any]:
+    #     A successful upstream embeddings body as an OpenAI embeddings list (float vectors or
+    #     base64 strings), answered under `model` (the client's name). Raises
+    #     UpstreamProtocolError on a malformed body.
+    #     An adapter without embeddings has neither method; POST /v1/embeddings then answers 400.
+
+
+def optional_part(adapter: Any, name: str) -> Any:
+    """An optional adapter attribute (see the end of ProviderAdapter), or None when absent."""
+    return getattr(adapter, name, None)
 
 
 class _Registry:

@@ -31,20 +31,30 @@ class OpenAIAdapter:
     name: ClassVar[str] = "openai"
     passthrough: ClassVar[bool] = True
 
+    # Phrases in an error's message/code/type that mean "the prompt is over the context window".
+    context_hints: ClassVar[tuple[str, ...]] = _CONTEXT_HINTS
+
     def __init__(self, upstream: UpstreamConfig) -> None:
         self.upstream = upstream
         headers = [("content-type", "application/json")]
-        if upstream.api_key:
-            headers.append(("authorization", f"Bearer {upstream.api_key}"))
+        headers.extend(self.auth_headers(upstream.api_key))
         headers.extend(upstream.headers)
         self._headers = headers
+
+    def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]:
+        """How the key travels (subclasses change it); no header at all without a key."""
+        return [("authorization", f"Bearer {api_key}")] if api_key else []
+
+    def path_for(self, operation: str, model: str) -> str:
+        """The request path of `operation` ("chat/completions", "embeddings") for `model`."""
+        return "/" + operation
 
     def chat_request(self, body: dict[str, Any], model: str, stream: bool, raw: bytes | None) -> UpstreamRequest:
         if raw is None:
             if body.get("model") != model:
                 body = {**body, "model": model}
             raw = orjson.dumps(body)
-        return UpstreamRequest("POST", "/chat/completions", self._headers, raw)
+        return UpstreamRequest("POST", self.path_for("chat/completions", model), self._headers, raw)
 
     def chat_response(self, body: bytes, model: str) -> dict[str, Any]:
         try:
@@ -58,10 +68,30 @@ class OpenAIAdapter:
     def stream_translator(self, model: str) -> OpenAIStreamReader:
         return OpenAIStreamReader(self.upstream.name)
 
+    def embeddings_request(self, body: dict[str, Any], model: str) -> UpstreamRequest:
+        """An OpenAI embeddings request, forwarded with the upstream's model name."""
+        if body.get("model") != model:
+            body = {**body, "model": model}
+        return UpstreamRequest("POST", self.path_for("embeddings", model), self._headers, orjson.dumps(body))
+
+    def embeddings_response(self, body: bytes, model: str) -> dict[str, Any]:
+        """The upstream's embeddings list, answered under the client's model name."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent invalid JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent an embeddings response without data")
+        data["model"] = model
+        return data
+
     def classify_error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorClass:
         message = type_ = code = param = None
         try:
-            err = orjson.loads(body).get("error")
+            data = orjson.loads(body)
+            err = data.get("error")
+            if err is None and data.get("object") == "error":  # vLLM's ErrorResponse: the fields at top level
+                err = data
             if isinstance(err, dict):
                 message, type_, code, param = (err.get("message"), err.get("type"), err.get("code"), err.get("param"))
             elif isinstance(err, str):  # some compatible servers send {"error": "text"}
@@ -69,8 +99,8 @@ class OpenAIAdapter:
         except (orjson.JSONDecodeError, AttributeError):
             pass
         code = str(code) if code is not None else None
-        text = f"{message or ''} {code or ''}".lower()
-        context = status in (400, 413, 422) and any(h in text for h in _CONTEXT_HINTS)
+        text = f"{message or ''} {code or ''} {type_ if isinstance(type_, str) else ''}".lower()
+        context = status in (400, 413, 422) and any(h in text for h in self.context_hints)
         return classify_openai_style_error(
             self.upstream.name, status, message if isinstance(message, str) else None,
             type_ if isinstance(type_, str) else None, code, param if isinstance(param, str) else None,

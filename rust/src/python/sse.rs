@@ -8,7 +8,7 @@ use crate::sse::{self as core_sse, EventRef};
 
 /// One dispatched event. Fields are stored as Python objects, made once at dispatch, so
 /// reading an attribute is a reference-count increment, not a conversion.
-#[pyclass(frozen, module = "llmgw._core", name = "SseEvent")]
+#[pyclass(frozen, freelist = 256, module = "llmgw._core", name = "SseEvent")]
 pub struct SseEvent {
     #[pyo3(get)]
     event: Option<Py<PyString>>,
@@ -44,8 +44,18 @@ fn same_text(py: Python<'_>, x: Option<&Py<PyString>>, y: Option<&Py<PyString>>)
 impl SseEvent {
     #[new]
     #[pyo3(signature = (data, event=None, id=None, retry=None))]
-    fn new(data: Py<PyString>, event: Option<Py<PyString>>, id: Option<Py<PyString>>, retry: Option<u64>) -> Self {
-        Self { event, data, id, retry }
+    fn new(
+        data: Py<PyString>,
+        event: Option<Py<PyString>>,
+        id: Option<Py<PyString>>,
+        retry: Option<u64>,
+    ) -> Self {
+        Self {
+            event,
+            data,
+            id,
+            retry,
+        }
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -55,7 +65,9 @@ impl SseEvent {
                 None => Ok("None".to_string()),
             }
         };
-        let retry = self.retry.map_or_else(|| "None".to_string(), |r| r.to_string());
+        let retry = self
+            .retry
+            .map_or_else(|| "None".to_string(), |r| r.to_string());
         Ok(format!(
             "SseEvent(data={}, event={}, id={}, retry={})",
             show(Some(&self.data))?,
@@ -65,7 +77,12 @@ impl SseEvent {
         ))
     }
 
-    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    fn __richcmp__(
+        &self,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+        py: Python<'_>,
+    ) -> PyResult<Py<PyAny>> {
         let Ok(other) = other.cast::<SseEvent>() else {
             return Ok(py.NotImplemented());
         };
@@ -92,7 +109,9 @@ pub struct SseParser {
 impl SseParser {
     #[new]
     fn new() -> Self {
-        Self { inner: core_sse::SseParser::new() }
+        Self {
+            inner: core_sse::SseParser::new(),
+        }
     }
 
     fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyList>> {
@@ -100,7 +119,8 @@ impl SseParser {
         let mut failure = None;
         self.inner.feed_with(chunk, |event| {
             if failure.is_none() {
-                let appended = Bound::new(py, SseEvent::from_ref(py, event)).and_then(|e| events.append(e));
+                let appended =
+                    Bound::new(py, SseEvent::from_ref(py, event)).and_then(|e| events.append(e));
                 if let Err(err) = appended {
                     failure = Some(err);
                 }
@@ -143,7 +163,9 @@ impl StreamTap {
     #[new]
     #[pyo3(signature = (collect_text=false))]
     fn new(collect_text: bool) -> Self {
-        Self { inner: core_sse::StreamTap::new(collect_text) }
+        Self {
+            inner: core_sse::StreamTap::new(collect_text),
+        }
     }
 
     fn feed<'py>(&mut self, chunk: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyBytes>> {
@@ -179,9 +201,14 @@ impl StreamTap {
 
     #[getter]
     fn usage(&self) -> Option<(u64, u64, u64, Option<u64>)> {
-        self.inner
-            .usage()
-            .map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens))
+        self.inner.usage().map(|u| {
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens,
+                u.cached_tokens,
+            )
+        })
     }
 
     #[getter]

@@ -156,7 +156,7 @@ impl StreamTap {
     pub fn finish_reason(&self) -> Option<&str> {
         self.seen.finish_reason.as_deref()
     }
-    /// `model` of the first event that has one.
+    /// `model` of the first event that has a non-empty one.
     pub fn model(&self) -> Option<&str> {
         self.seen.model.as_deref()
     }
@@ -194,7 +194,11 @@ impl Observed {
             return not_a_chunk();
         };
         if self.model.is_none() {
-            self.model = chunk.model.map(|m| m.0.into_owned());
+            // Azure's first chunk (prompt_filter_results) carries "model":"": not a model.
+            self.model = chunk
+                .model
+                .filter(|m| !m.0.is_empty())
+                .map(|m| m.0.into_owned());
         }
         if let Some(ObjectOnly(usage)) = chunk.usage {
             self.usage = Some(Usage {
@@ -338,7 +342,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for ChoicesFold<'a> {
                 f.write_str("an array of choices")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut fold = ChoicesFold { finish_reason: None, content: None };
+                let mut fold = ChoicesFold {
+                    finish_reason: None,
+                    content: None,
+                };
                 while let Some(choice) = seq.next_element::<ChoiceView<'de>>()? {
                     if let Some(reason) = choice.finish_reason {
                         fold.finish_reason = Some(reason.0);

@@ -12,7 +12,12 @@ fn parse_all(chunks: &[&[u8]]) -> (Vec<SseEvent>, bool) {
 }
 
 fn ev(data: &str) -> SseEvent {
-    SseEvent { event: None, data: data.to_string(), id: None, retry: None }
+    SseEvent {
+        event: None,
+        data: data.to_string(),
+        id: None,
+        retry: None,
+    }
 }
 
 fn datas(events: &[SseEvent]) -> Vec<&str> {
@@ -38,10 +43,14 @@ impl Rng {
 /// Every way of cutting `bytes` once, then `rounds` random cuttings into up to 24 pieces
 /// (empty pieces included: a zero-length read must change nothing).
 fn splittings(bytes: &[u8], rounds: usize) -> Vec<Vec<&[u8]>> {
-    let mut out: Vec<Vec<&[u8]>> = (0..=bytes.len()).map(|i| vec![&bytes[..i], &bytes[i..]]).collect();
+    let mut out: Vec<Vec<&[u8]>> = (0..=bytes.len())
+        .map(|i| vec![&bytes[..i], &bytes[i..]])
+        .collect();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ bytes.len() as u64);
     for _ in 0..rounds {
-        let mut cuts: Vec<usize> = (0..1 + rng.below(24)).map(|_| rng.below(bytes.len() + 1)).collect();
+        let mut cuts: Vec<usize> = (0..1 + rng.below(24))
+            .map(|_| rng.below(bytes.len() + 1))
+            .collect();
         cuts.push(0);
         cuts.push(bytes.len());
         cuts.sort_unstable();
@@ -60,8 +69,13 @@ struct StreamShape {
     pieces: &'static [&'static str],
 }
 
-const PLAIN: StreamShape =
-    StreamShape { eol: "\n", include_usage: false, keep_alive: false, tool_call: false, pieces: &["Hello", ", ", "world", "!"] };
+const PLAIN: StreamShape = StreamShape {
+    eol: "\n",
+    include_usage: false,
+    keep_alive: false,
+    tool_call: false,
+    pieces: &["Hello", ", ", "world", "!"],
+};
 
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
@@ -70,7 +84,11 @@ fn json_str(s: &str) -> String {
 fn openai_stream(shape: &StreamShape) -> Vec<u8> {
     let eol = shape.eol;
     let head = r#""id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1732000000,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1""#;
-    let usage_null = if shape.include_usage { r#","usage":null"# } else { "" };
+    let usage_null = if shape.include_usage {
+        r#","usage":null"#
+    } else {
+        ""
+    };
     let mut out = String::new();
     let event = |out: &mut String, json: String| {
         if shape.keep_alive {
@@ -78,33 +96,55 @@ fn openai_stream(shape: &StreamShape) -> Vec<u8> {
         }
         out.push_str(&format!("data: {json}{eol}{eol}"));
     };
-    event(&mut out, format!(
-        r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":"","refusal":null}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
-    ));
+    event(
+        &mut out,
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":"","refusal":null}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
+        ),
+    );
     for piece in shape.pieces {
-        event(&mut out, format!(
-            r#"{{{head},"choices":[{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#,
-            json_str(piece)
-        ));
+        event(
+            &mut out,
+            format!(
+                r#"{{{head},"choices":[{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#,
+                json_str(piece)
+            ),
+        );
     }
     if shape.tool_call {
-        event(&mut out, format!(
-            r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"call_9x","type":"function","function":{{"name":"get_weather","arguments":""}}}}]}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
-        ));
+        event(
+            &mut out,
+            format!(
+                r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"call_9x","type":"function","function":{{"name":"get_weather","arguments":""}}}}]}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
+            ),
+        );
         for args in [r#"{\"city\":"#, r#" \"Paris\"}"#] {
-            event(&mut out, format!(
-                r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"{args}"}}}}]}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
-            ));
+            event(
+                &mut out,
+                format!(
+                    r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"{args}"}}}}]}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
+                ),
+            );
         }
     }
-    let reason = if shape.tool_call { "tool_calls" } else { "stop" };
-    event(&mut out, format!(
-        r#"{{{head},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{reason}"}}]{usage_null}}}"#
-    ));
+    let reason = if shape.tool_call {
+        "tool_calls"
+    } else {
+        "stop"
+    };
+    event(
+        &mut out,
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{reason}"}}]{usage_null}}}"#
+        ),
+    );
     if shape.include_usage {
-        event(&mut out, format!(
-            r#"{{{head},"choices":[],"usage":{{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{{"cached_tokens":3,"audio_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#
-        ));
+        event(
+            &mut out,
+            format!(
+                r#"{{{head},"choices":[],"usage":{{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{{"cached_tokens":3,"audio_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#
+            ),
+        );
     }
     event(&mut out, "[DONE]".to_string());
     out.into_bytes()
@@ -121,10 +161,39 @@ fn mixed_stream() -> Vec<u8> {
 fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("plain", openai_stream(&PLAIN)),
-        ("usage+keepalive", openai_stream(&StreamShape { include_usage: true, keep_alive: true, ..PLAIN })),
-        ("tool-call+usage", openai_stream(&StreamShape { include_usage: true, tool_call: true, ..PLAIN })),
-        ("cjk-emoji-crlf", openai_stream(&StreamShape { eol: "\r\n", include_usage: true, pieces: &["你好", "，世界", " 🎉👩‍💻", " «ok»\n\"q\""], ..PLAIN })),
-        ("cr-only", openai_stream(&StreamShape { eol: "\r", pieces: &["é", "€", "𝄞"], ..PLAIN })),
+        (
+            "usage+keepalive",
+            openai_stream(&StreamShape {
+                include_usage: true,
+                keep_alive: true,
+                ..PLAIN
+            }),
+        ),
+        (
+            "tool-call+usage",
+            openai_stream(&StreamShape {
+                include_usage: true,
+                tool_call: true,
+                ..PLAIN
+            }),
+        ),
+        (
+            "cjk-emoji-crlf",
+            openai_stream(&StreamShape {
+                eol: "\r\n",
+                include_usage: true,
+                pieces: &["你好", "，世界", " 🎉👩‍💻", " «ok»\n\"q\""],
+                ..PLAIN
+            }),
+        ),
+        (
+            "cr-only",
+            openai_stream(&StreamShape {
+                eol: "\r",
+                pieces: &["é", "€", "𝄞"],
+                ..PLAIN
+            }),
+        ),
         ("mixed", mixed_stream()),
     ]
 }
@@ -165,18 +234,26 @@ fn event_field_names_the_event_and_resets_after_dispatch() {
     let (events, _) = parse_all(&[b"event: delta\ndata: 1\n\ndata: 2\n\nevent:\ndata: 3\n\n"]);
     assert_eq!(events[0].event.as_deref(), Some("delta"));
     assert_eq!(events[1].event, None);
-    assert_eq!(events[2].event, None, "empty event type is the default type");
+    assert_eq!(
+        events[2].event, None,
+        "empty event type is the default type"
+    );
 }
 
 #[test]
 fn id_is_sticky_and_ignored_when_it_holds_nul() {
-    let (events, _) = parse_all(&[b"id: 1\ndata: a\n\ndata: b\n\nid: 2\0x\ndata: c\n\nid\ndata: d\n\n"]);
+    let (events, _) =
+        parse_all(&[b"id: 1\ndata: a\n\ndata: b\n\nid: 2\0x\ndata: c\n\nid\ndata: d\n\n"]);
     let ids: Vec<_> = events.iter().map(|e| e.id.as_deref()).collect();
     assert_eq!(ids, vec![Some("1"), Some("1"), Some("1"), Some("")]);
     let mut parser = SseParser::new();
     assert_eq!(parser.last_event_id(), None);
     parser.feed(b"id: 42\n\n");
-    assert_eq!(parser.last_event_id().as_deref(), Some("42"), "id is kept even with no data");
+    assert_eq!(
+        parser.last_event_id().as_deref(),
+        Some("42"),
+        "id is kept even with no data"
+    );
 }
 
 #[test]
@@ -185,9 +262,17 @@ fn retry_takes_digits_only() {
     let events = parser.feed(b"retry: 3000\ndata: a\n\nretry: 12x\ndata: b\n\nretry:\ndata: c\n\nretry: 99999999999999999999999\n\n");
     let retries: Vec<_> = events.iter().map(|e| e.retry).collect();
     assert_eq!(retries, vec![Some(3000), None, None]);
-    assert_eq!(parser.retry(), Some(3000), "invalid values leave the reconnection time alone");
+    assert_eq!(
+        parser.retry(),
+        Some(3000),
+        "invalid values leave the reconnection time alone"
+    );
     parser.feed(b"retry: 10\n\n");
-    assert_eq!(parser.retry(), Some(10), "retry in an event with no data still counts");
+    assert_eq!(
+        parser.retry(),
+        Some(10),
+        "retry in an event with no data still counts"
+    );
 }
 
 #[test]
@@ -219,7 +304,8 @@ fn unknown_fields_and_misspelt_names_are_ignored() {
 
 #[test]
 fn event_without_data_is_not_dispatched_but_resets_buffers() {
-    let (events, _) = parse_all(&[b"event: ping\n\ndata: x\n\nevent: a\nretry: 5\n\n\n\ndata: y\n\n"]);
+    let (events, _) =
+        parse_all(&[b"event: ping\n\ndata: x\n\nevent: a\nretry: 5\n\n\n\ndata: y\n\n"]);
     assert_eq!(events, vec![ev("x"), ev("y")]);
 }
 
@@ -258,13 +344,26 @@ fn invalid_utf8_is_replaced_not_fatal() {
 #[test]
 fn finish_reports_a_discarded_unterminated_event() {
     assert!(!parse_all(&[b"data: a\n\n"]).1);
-    assert!(parse_all(&[b"data: a\n\ndata: b\n"]).1, "field line without the blank line");
+    assert!(
+        parse_all(&[b"data: a\n\ndata: b\n"]).1,
+        "field line without the blank line"
+    );
     assert!(parse_all(&[b"data: a\n\ndata: b"]).1, "partial field line");
-    assert!(parse_all(&[b"data: a\n\nevent: x\n"]).1, "event in progress even without data");
-    assert!(!parse_all(&[b"data: a\n\n: bye"]).1, "a trailing comment is not an event");
+    assert!(
+        parse_all(&[b"data: a\n\nevent: x\n"]).1,
+        "event in progress even without data"
+    );
+    assert!(
+        !parse_all(&[b"data: a\n\n: bye"]).1,
+        "a trailing comment is not an event"
+    );
     assert!(!parse_all(&[b""]).1);
     let (events, discarded) = parse_all(&[b"data: a\n\ndata: b\n"]);
-    assert_eq!(events, vec![ev("a")], "the unterminated event is never dispatched");
+    assert_eq!(
+        events,
+        vec![ev("a")],
+        "the unterminated event is never dispatched"
+    );
     assert!(discarded);
 }
 
@@ -273,7 +372,10 @@ fn finish_resets_for_a_new_stream() {
     let mut parser = SseParser::new();
     parser.feed(b"id: 1\ndata: partial");
     assert!(parser.finish());
-    assert_eq!(parser.feed(b"\xEF\xBB\xBFdata: fresh\n\n"), vec![ev("fresh")]);
+    assert_eq!(
+        parser.feed(b"\xEF\xBB\xBFdata: fresh\n\n"),
+        vec![ev("fresh")]
+    );
     assert!(!parser.finish());
 }
 
@@ -282,7 +384,9 @@ fn borrowed_events_match_owned_ones() {
     let stream = openai_stream(&PLAIN);
     let mut parser = SseParser::new();
     let mut borrowed = Vec::new();
-    parser.feed_with(&stream, |e| borrowed.push((e.data().into_owned(), e.data_bytes().len())));
+    parser.feed_with(&stream, |e| {
+        borrowed.push((e.data().into_owned(), e.data_bytes().len()))
+    });
     let owned = SseParser::new().feed(&stream);
     assert_eq!(borrowed.len(), owned.len());
     for ((data, len), event) in borrowed.iter().zip(&owned) {
@@ -295,7 +399,10 @@ fn borrowed_events_match_owned_ones() {
 
 #[test]
 fn openai_fixture_parses_to_expected_events() {
-    let (events, discarded) = parse_all(&[&openai_stream(&StreamShape { include_usage: true, ..PLAIN })]);
+    let (events, discarded) = parse_all(&[&openai_stream(&StreamShape {
+        include_usage: true,
+        ..PLAIN
+    })]);
     assert!(!discarded);
     assert_eq!(events.len(), 8); // role, 4 pieces, finish, usage, [DONE]
     assert_eq!(events.last().unwrap().data, "[DONE]");
@@ -308,9 +415,24 @@ fn mixed_fixture_parses_to_expected_events() {
     let mut parser = SseParser::new();
     let events = parser.feed(&mixed_stream());
     let expected = vec![
-        SseEvent { event: Some("delta".into()), data: "line one\n二行目 🚀".into(), id: Some("7".into()), retry: None },
-        SseEvent { event: None, data: "".into(), id: Some("7".into()), retry: None },
-        SseEvent { event: None, data: r#"{"x":1}"#.into(), id: Some("8".into()), retry: None },
+        SseEvent {
+            event: Some("delta".into()),
+            data: "line one\n二行目 🚀".into(),
+            id: Some("7".into()),
+            retry: None,
+        },
+        SseEvent {
+            event: None,
+            data: "".into(),
+            id: Some("7".into()),
+            retry: None,
+        },
+        SseEvent {
+            event: None,
+            data: r#"{"x":1}"#.into(),
+            id: Some("8".into()),
+            retry: None,
+        },
     ];
     assert_eq!(events, expected);
     assert_eq!(parser.comments(), 2);
@@ -325,7 +447,12 @@ fn every_split_of_every_fixture_yields_the_same_events() {
         assert!(!whole.is_empty());
         for pieces in splittings(&stream, 300) {
             let (split, discarded) = parse_all(&pieces);
-            assert_eq!(split, whole, "{name}: pieces {:?}", pieces.iter().map(|p| p.len()).collect::<Vec<_>>());
+            assert_eq!(
+                split,
+                whole,
+                "{name}: pieces {:?}",
+                pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
+            );
             assert_eq!(discarded, whole_discarded, "{name}");
         }
     }
@@ -354,9 +481,20 @@ fn tap_all(pieces: &[&[u8]], collect_text: bool) -> Tapped {
 
 #[test]
 fn tap_reads_usage_finish_reason_model_and_done() {
-    let stream = openai_stream(&StreamShape { include_usage: true, ..PLAIN });
+    let stream = openai_stream(&StreamShape {
+        include_usage: true,
+        ..PLAIN
+    });
     let t = tap_all(&[&stream], false).tap;
-    assert_eq!(t.usage(), Some(Usage { prompt_tokens: 19, completion_tokens: 10, total_tokens: 29, cached_tokens: Some(3) }));
+    assert_eq!(
+        t.usage(),
+        Some(Usage {
+            prompt_tokens: 19,
+            completion_tokens: 10,
+            total_tokens: 29,
+            cached_tokens: Some(3)
+        })
+    );
     assert_eq!(t.finish_reason(), Some("stop"));
     assert_eq!(t.model(), Some("gpt-4o-mini-2024-07-18"));
     assert_eq!(t.events(), 8);
@@ -367,11 +505,26 @@ fn tap_reads_usage_finish_reason_model_and_done() {
 
 #[test]
 fn tap_collects_text_of_choice_zero_with_escapes_and_cjk() {
-    let shape = StreamShape { eol: "\r\n", pieces: &["你好", "，世界", " 🎉", " «ok»\n\"q\""], ..PLAIN };
+    let shape = StreamShape {
+        eol: "\r\n",
+        pieces: &["你好", "，世界", " 🎉", " «ok»\n\"q\""],
+        ..PLAIN
+    };
     let t = tap_all(&[&openai_stream(&shape)], true).tap;
     assert_eq!(t.text(), "你好，世界 🎉 «ok»\n\"q\"");
-    let tool = tap_all(&[&openai_stream(&StreamShape { tool_call: true, ..PLAIN })], true).tap;
-    assert_eq!(tool.text(), "Hello, world!", "tool-call argument deltas are not text");
+    let tool = tap_all(
+        &[&openai_stream(&StreamShape {
+            tool_call: true,
+            ..PLAIN
+        })],
+        true,
+    )
+    .tap;
+    assert_eq!(
+        tool.text(),
+        "Hello, world!",
+        "tool-call argument deltas are not text"
+    );
     assert_eq!(tool.finish_reason(), Some("tool_calls"));
     assert_eq!(tool.usage(), None, "no usage chunk without include_usage");
 }
@@ -390,7 +543,15 @@ fn tap_text_ignores_other_choice_indexes() {
 fn tap_reads_keys_written_with_whitespace() {
     let stream = b"data: {\"model\" : \"m1\", \"usage\" :\t {\"prompt_tokens\": 1, \"completion_tokens\": 2, \"total_tokens\": 3, \"prompt_tokens_details\": null}, \"choices\": [{\"index\": 0, \"finish_reason\" : \"stop\"}]}\n\n";
     let t = tap_all(&[stream], false).tap;
-    assert_eq!(t.usage(), Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3, cached_tokens: None }));
+    assert_eq!(
+        t.usage(),
+        Some(Usage {
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            total_tokens: 3,
+            cached_tokens: None
+        })
+    );
     assert_eq!(t.finish_reason(), Some("stop"));
     assert_eq!(t.model(), Some("m1"));
 }
@@ -406,19 +567,41 @@ fn tap_keeps_the_first_model_and_last_usage() {
 }
 
 #[test]
+fn tap_skips_azure_empty_model() {
+    let stream = b"data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\",\"prompt_filter_results\":[]}\n\n\
+                   data: {\"model\":\"gpt-4o-2024-08-06\",\"choices\":[]}\n\n";
+    assert_eq!(
+        tap_all(&[stream], false).tap.model(),
+        Some("gpt-4o-2024-08-06")
+    );
+}
+
+#[test]
 fn tap_reports_in_stream_error_verbatim() {
     let error = r#"{"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}"#;
     let stream = format!("data: {{\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"hi\"}}}}]}}\n\ndata: {error}\n\n");
     let t = tap_all(&[stream.as_bytes()], false).tap;
     assert_eq!(t.error(), Some(error));
     assert!(!t.done());
-    let clean = tap_all(&[b"data: {\"error\":null,\"content\":\"\\\"error\\\": x\"}\n\n"], false).tap;
-    assert_eq!(clean.error(), None, "a null error or the word in a string is not an error");
+    let clean = tap_all(
+        &[b"data: {\"error\":null,\"content\":\"\\\"error\\\": x\"}\n\n"],
+        false,
+    )
+    .tap;
+    assert_eq!(
+        clean.error(),
+        None,
+        "a null error or the word in a string is not an error"
+    );
 }
 
 #[test]
 fn tap_survives_non_json_data() {
-    let t = tap_all(&[b"data: not json \"usage\": 1\n\ndata: {\"usage\":[1]}\n\ndata: [DONE]\n\n"], true).tap;
+    let t = tap_all(
+        &[b"data: not json \"usage\": 1\n\ndata: {\"usage\":[1]}\n\ndata: [DONE]\n\n"],
+        true,
+    )
+    .tap;
     assert_eq!(t.usage(), None);
     assert_eq!(t.events(), 3);
     assert!(t.done());
@@ -427,13 +610,31 @@ fn tap_survives_non_json_data() {
 #[test]
 fn tap_forwards_only_whole_events_and_holds_the_tail() {
     let mut tap = StreamTap::new(false);
-    assert_eq!(tap.feed(b"data: {\"a\":1}\n\ndata: {\"b\""), b"data: {\"a\":1}\n\n");
+    assert_eq!(
+        tap.feed(b"data: {\"a\":1}\n\ndata: {\"b\""),
+        b"data: {\"a\":1}\n\n"
+    );
     assert_eq!(tap.pending(), b"data: {\"b\"");
-    assert_eq!(tap.feed(b":2}\n"), b"", "an event is only complete at its blank line");
-    assert_eq!(tap.feed(b"\n: keep-alive\n"), b"data: {\"b\":2}\n\n: keep-alive\n");
+    assert_eq!(
+        tap.feed(b":2}\n"),
+        b"",
+        "an event is only complete at its blank line"
+    );
+    assert_eq!(
+        tap.feed(b"\n: keep-alive\n"),
+        b"data: {\"b\":2}\n\n: keep-alive\n"
+    );
     assert_eq!(tap.pending(), b"");
-    assert_eq!(tap.feed(b": ping\n"), b": ping\n", "keep-alives between events pass at once");
-    assert_eq!(tap.feed(b"data: x\n: inside\n"), b"", "a comment inside an event waits with it");
+    assert_eq!(
+        tap.feed(b": ping\n"),
+        b": ping\n",
+        "keep-alives between events pass at once"
+    );
+    assert_eq!(
+        tap.feed(b"data: x\n: inside\n"),
+        b"",
+        "a comment inside an event waits with it"
+    );
     assert_eq!(tap.feed(b"\r"), b"data: x\n: inside\n\r");
     assert_eq!(tap.feed(b"\n"), b"\n", "the LF completing a split CRLF");
     assert_eq!(tap.events(), 3);

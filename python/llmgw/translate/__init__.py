@@ -1,0 +1,1 @@
+"""Pure translations between OpenAI chat completions (the canonical format) and other providers' wire formats."""
