@@ -363,6 +363,7 @@ class UpstreamPool:
         self._active = 0  # connections open or being opened, idle ones included
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self._heads: dict[tuple[str, str, int], tuple[list[tuple[str, str]], bytes]] = {}
 
     @property
     def origin(self) -> str:
@@ -455,12 +456,20 @@ class UpstreamPool:
 
     # requests -----------------------------------------------------------------------------------
     def _head(self, method: str, path: str, headers: list[tuple[str, str]], body_len: int) -> bytes:
-        lines = [f"{method} {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"), b"host: ", self._host_header,
-                 b"\r\ncontent-length: ", str(body_len).encode(), b"\r\n"]
-        for k, v in headers:
-            lines.append(f"{k}: {v}\r\n".encode("latin-1"))
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        # The request line and headers are the same for every request of a route (adapters pass the
+        # same header list object each time): encode them once, add only content-length per request.
+        key = (method, path, id(headers))
+        cached = self._heads.get(key)
+        if cached is None or cached[0] is not headers:
+            lines = [f"{method} {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"), b"host: ", self._host_header,
+                     b"\r\n"]
+            for k, v in headers:
+                lines.append(f"{k}: {v}\r\n".encode("latin-1"))
+            lines.append(b"content-length: ")
+            if len(self._heads) >= 256:  # headers built per request would never hit: stay bounded
+                self._heads.clear()
+            cached = self._heads[key] = (headers, b"".join(lines))
+        return b"%s%d\r\n\r\n" % (cached[1], body_len)
 
     async def request(
         self,
