@@ -76,8 +76,10 @@ class MockApp:
         self.anthropic.cached_prefixes.clear()
         self._dice = random.Random(self.options.seed)
 
-    def record_status(self, status: int) -> None:
-        self.by_status[status] += 1
+    def record_status(self, request: Request, status: int) -> None:
+        """Count an answered status (called when the status line is written; control calls excluded)."""
+        if not request.path.startswith("/_mock/"):
+            self.by_status[status] += 1
 
     def _remember(self, request: Request) -> Any:
         try:

@@ -150,7 +150,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _deliver_now(self, request: Request, reply: Reply, options: MockOptions) -> None:
         assert self.transport is not None
-        self.app.record_status(reply.status)
+        self.app.record_status(request, reply.status)
         keep_alive = request.keep_alive
         if isinstance(reply, FullReply):
             head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), keep_alive)
@@ -180,7 +180,7 @@ class HttpConnection(asyncio.Protocol):
             await asyncio.sleep(options.latency_ms / 1000)
         if options.hang == "before":
             await self._hang(options)
-        self.app.record_status(reply.status)
+        self.app.record_status(request, reply.status)
         keep_alive = request.keep_alive
         if isinstance(reply, FullReply):
             head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), keep_alive)
