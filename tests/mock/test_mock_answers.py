@@ -78,3 +78,8 @@ def test_header_overrides_parse_and_reject() -> None:
                           ("x-mock-malformed", "html"), ("x-mock-context-exceeded", "maybe")]:
         with pytest.raises(OptionError, match=header):
             MockOptions().with_overrides({header: value})
+
+
+def test_unknown_control_header_is_rejected_so_typos_show() -> None:
+    with pytest.raises(OptionError, match="unknown control header x-mock-hang-after"):
+        MockOptions().with_overrides({"x-mock-hang-after": "2"})
