@@ -172,3 +172,33 @@ def test_python_dash_m_serves_until_terminated() -> None:
         assert process.wait(timeout=10) == 0
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_expect_100_continue_is_answered(mock: MockUpstream) -> None:
+    body = b'{"model":"m","messages":[{"role":"user","content":"expecting"}]}'
+    with socket.create_connection(("127.0.0.1", mock.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\n"
+                     b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        data = b""
+        while not data.endswith(b"}"):
+            data += sock.recv(65536)
+    assert b"HTTP/1.1 200 OK" in data and b"Echo: expecting" in data
+
+
+def test_http10_stream_is_close_delimited(mock: MockUpstream) -> None:
+    body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"old client"}]}'
+    data = _raw_exchange(mock.port, b"POST /v1/chat/completions HTTP/1.0\r\nauthorization: Bearer k\r\n"
+                                    b"content-length: %d\r\n\r\n%b" % (len(body), body), 1)
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head and b"connection: close" in head
+    assert payload.startswith(b"data: {") and payload.endswith(b"data: [DONE]\n\n")
+
+
+def test_cli_faults_spare_control_endpoints_and_error_bodies() -> None:
+    with MockUpstream(hang="before", hang_ms=0) as hanging:
+        assert httpx.get(hanging.url + "/_mock/stats", timeout=5).status_code == 200
+    with MockUpstream(cut_after_chunks=0, status=429) as cutting:
+        response = httpx.post(cutting.url + "/v1/chat/completions", json=BODY, headers=AUTH)
+        assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limit_exceeded"

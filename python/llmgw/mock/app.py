@@ -97,19 +97,19 @@ class MockApp:
     def handle(self, request: Request) -> tuple[Reply, MockOptions]:
         """Answer one request; returns the reply and the options (after header overrides)."""
         if request.path.startswith("/_mock/"):
-            return self._control(request), self.options
+            return self._control(request), NO_FAULTS  # control calls never hang or fail
         self.by_path[request.path] += 1
         body = self._remember(request)
         route, params = self._route(request.path)
         if route is None:
-            return self.openai.error(404, f"Invalid URL ({request.method} {request.path})"), self.options
+            return self.openai.error(404, f"Invalid URL ({request.method} {request.path})"), NO_FAULTS
         wire = route.wire
         if request.method != route.method:
-            return wire.error(405, f"Method {request.method} not allowed for {request.path}"), self.options
+            return wire.error(405, f"Method {request.method} not allowed for {request.path}"), NO_FAULTS
         try:
             options = self.options.with_overrides(request.headers)
         except OptionError as exc:
-            return wire.error(400, f"Invalid mock control: {exc}"), self.options
+            return wire.error(400, f"Invalid mock control: {exc}"), NO_FAULTS
         problem = wire.auth_error(request, options)
         if problem is not None:
             return problem, options
@@ -163,3 +163,4 @@ class MockApp:
 
 
 _INVALID_JSON = object()
+NO_FAULTS = MockOptions()

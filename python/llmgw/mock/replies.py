@@ -26,6 +26,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool = True
+    chunked_ok: bool = True
+    """False for HTTP/1.0 clients: streams are then close-delimited instead of chunked."""
 
 
 @dataclass(slots=True)
