@@ -12,7 +12,6 @@ import time
 import orjson
 import uvloop
 from aiohttp import web
-
 from llmgw.mock.answers import compose_answer
 from llmgw.mock.openai_wire import OpenAIWire, read_chat_turn
 from llmgw.mock.options import MockOptions

@@ -100,7 +100,7 @@ def main() -> None:
         rows.append(("nginx fixed body (C ceiling)", "chat, c=32", wrk("http://127.0.0.1:18080/", None, 32, {})))
     except OSError:
         pass
-    print(f"| server | scenario | req/s | p50 µs | p99 µs |\n|---|---|---|---|---|")
+    print("| server | scenario | req/s | p50 µs | p99 µs |\n|---|---|---|---|---|")
     for name, label, result in rows:
         print(f"| {name} | {label} | {result['rps']:,.0f} | {result['p50_us']:,.0f} | {result['p99_us']:,.0f} |")
     print()

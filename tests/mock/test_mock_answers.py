@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from llmgw.mock.answers import (
     ToolSpec,
     Turn,
@@ -19,8 +19,6 @@ from llmgw.mock.answers import (
     split_word_pieces,
 )
 from llmgw.mock.options import MockOptions, OptionError
-
-import pytest
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), st.integers(1, 7))

@@ -10,7 +10,6 @@ import threading
 
 import httpx
 import pytest
-
 from llmgw.mock import MockUpstream, add_arguments
 from llmgw.mock.options import MockOptions, options_from_args
 

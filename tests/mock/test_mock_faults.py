@@ -8,7 +8,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from llmgw.mock import MockUpstream
 
 MESSAGES = [{"role": "user", "content": "one two three four five"}]

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import httpx
 import pytest
-
 from llmgw.mock import MockUpstream
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

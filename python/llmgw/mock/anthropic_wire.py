@@ -20,7 +20,16 @@ import hashlib
 import json
 from typing import Any
 
-from llmgw.mock.answers import Answer, ToolSpec, Turn, compose_answer, count_words, estimate_tokens, group_pieces, split_word_pieces
+from llmgw.mock.answers import (
+    Answer,
+    ToolSpec,
+    Turn,
+    compose_answer,
+    count_words,
+    estimate_tokens,
+    group_pieces,
+    split_word_pieces,
+)
 from llmgw.mock.options import MockOptions
 from llmgw.mock.replies import Call, ClientError, FullReply, Reply, Request, StreamReply, json_reply, sse_event
 

@@ -21,7 +21,17 @@ from llmgw.mock.faults import make_malformed, retry_after_headers, roll_status
 from llmgw.mock.gemini_wire import GeminiWire
 from llmgw.mock.openai_wire import OpenAIWire
 from llmgw.mock.options import MockOptions, OptionError
-from llmgw.mock.replies import JSON, Call, StreamReply, ClientError, ContextExceeded, FullReply, Reply, Request, json_reply
+from llmgw.mock.replies import (
+    JSON,
+    Call,
+    ClientError,
+    ContextExceeded,
+    FullReply,
+    Reply,
+    Request,
+    StreamReply,
+    json_reply,
+)
 
 Handler = Callable[[Call], Reply]
 

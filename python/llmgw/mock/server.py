@@ -137,7 +137,7 @@ class HttpConnection(asyncio.Protocol):
             method=self.parser.get_method().decode("latin-1"),
             path=parsed.path.decode("latin-1"),
             query_string=query_string,
-            query=dict(parse_qsl(query_string, keep_blank_values=True)),
+            query=dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {},
             headers=self._headers,
             body=b"".join(self._body),
             keep_alive=self.parser.should_keep_alive(),
@@ -162,8 +162,12 @@ class HttpConnection(asyncio.Protocol):
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
         self.task = None
-        if not task.cancelled() and task.exception() is not None and self.transport is not None:
-            self.transport.abort()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:  # a bug in delivery: report it, drop this connection only
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "llmgw mock: delivering a reply failed", "exception": error})
+            if self.transport is not None:
+                self.transport.abort()
             return
         self._serve_pending()
 
