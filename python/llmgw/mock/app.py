@@ -138,6 +138,9 @@ class MockApp:
             return wire.error(exc.status, exc.message, exc.code, exc.param), options
         except ContextExceeded as exc:
             return wire.context_error(exc.prompt_tokens, exc.limit), options
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+            # A body shape the readers did not anticipate: still answer like an API would.
+            return wire.error(400, f"{UNREADABLE}: {type(exc).__name__}: {exc}"), options
         if options.malformed is not None and reply.status == 200:
             reply = make_malformed(reply)
         if options.error_after_chunks is not None and isinstance(reply, StreamReply):
@@ -174,3 +177,4 @@ class MockApp:
 
 _INVALID_JSON = object()
 NO_FAULTS = MockOptions()
+UNREADABLE = "The mock could not read this request body"

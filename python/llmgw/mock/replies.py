@@ -67,6 +67,16 @@ class ClientError(Exception):
         self.param = param
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else ``{}`` (clients send all sorts of things)."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else ``[]``."""
+    return value if isinstance(value, list) else []
+
+
 def json_reply(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> FullReply:
     """Serialise ``payload`` with orjson into a JSON reply."""
     return FullReply(status, orjson.dumps(payload), JSON, headers or [])
