@@ -116,11 +116,14 @@ class OpenAIWire:
         call.check_context(estimate_tokens(turn.prompt_chars), CONTEXT_WINDOW)
         answer = compose_answer(turn, call.options)
         completion_id = f"chatcmpl-mock{call.serial:010d}"
+        request_id = [("x-request-id", f"req_mock{call.serial:010d}")]
         if body.get("stream"):
             include_usage = bool(as_dict(body.get("stream_options")).get("include_usage"))
-            return self.chat_stream(completion_id, call.now, model, answer, call.options.chunk_words,
-                                    include_usage)
-        return json_reply(200, self.chat_completion(completion_id, call.now, model, answer))
+            reply = self.chat_stream(completion_id, call.now, model, answer, call.options.chunk_words,
+                                     include_usage)
+            reply.headers.extend(request_id)
+            return reply
+        return json_reply(200, self.chat_completion(completion_id, call.now, model, answer), request_id)
 
     def chat_completion(self, completion_id: str, created: int, model: str,
                         answer: Answer) -> dict[str, Any]:
