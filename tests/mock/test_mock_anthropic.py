@@ -5,7 +5,6 @@ from __future__ import annotations
 import anthropic
 import httpx
 import pytest
-
 from llmgw.mock import MockUpstream
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city",

@@ -7,7 +7,6 @@ import json
 import httpx
 import openai
 import pytest
-
 from llmgw.mock import MockUpstream
 
 GEMINI = "/v1beta/models/gemini-2.0-flash"

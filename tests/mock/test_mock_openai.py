@@ -7,7 +7,6 @@ import json
 import httpx
 import openai
 import pytest
-
 from llmgw.mock import MockUpstream
 
 WEATHER_TOOL = {
@@ -39,6 +38,12 @@ def test_chat_echoes_last_user_message_with_consistent_usage(mock: MockUpstream)
     assert completion.usage.completion_tokens == 5  # words of the answer
     assert completion.usage.prompt_tokens == -(-len("Be brief.the quick brown fox") // 4)
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + 5
+
+
+def test_responses_carry_a_request_id_header(mock: MockUpstream) -> None:
+    with client(mock) as c:
+        raw = c.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-request-id"].startswith("req_mock")
 
 
 def test_stream_pieces_join_to_the_answer_and_usage_chunk_comes_last(mock: MockUpstream) -> None:

@@ -20,9 +20,18 @@ import hashlib
 import json
 from typing import Any
 
-from llmgw.mock.answers import Answer, ToolSpec, Turn, compose_answer, count_words, estimate_tokens, group_pieces, split_word_pieces
+from llmgw.mock.answers import (
+    Answer,
+    ToolSpec,
+    Turn,
+    compose_answer,
+    count_words,
+    estimate_tokens,
+    group_pieces,
+    split_word_pieces,
+)
 from llmgw.mock.options import MockOptions
-from llmgw.mock.replies import Call, ClientError, FullReply, Reply, Request, StreamReply, json_reply, sse_event
+from llmgw.mock.replies import Call, ClientError, FullReply, Reply, Request, StreamReply, as_dict, json_reply, sse_event
 
 CONTEXT_WINDOW = 200_000
 
@@ -92,7 +101,9 @@ class AnthropicWire:
         for required in ("model", "max_tokens", "messages"):
             if required not in body:
                 raise ClientError(400, f"{required}: Field required")
-        if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+        if not isinstance(body["model"], str):
+            raise ClientError(400, "model: Input should be a valid string")
+        if isinstance(body["max_tokens"], bool) or not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
             raise ClientError(400, "max_tokens: Input should be a valid integer greater than or equal to 1")
         turn, cache_prefix = read_messages_turn(body)
         prompt_tokens = estimate_tokens(turn.prompt_chars)
@@ -261,4 +272,4 @@ def _chosen_tool(tools: Any, tool_choice: Any) -> ToolSpec | None:
     chosen = named[0]
     if choice.get("type") == "tool":
         chosen = next((t for t in named if t["name"] == choice.get("name")), chosen)
-    return ToolSpec(str(chosen["name"]), chosen.get("input_schema") or {"type": "object"})
+    return ToolSpec(str(chosen["name"]), as_dict(chosen.get("input_schema")) or {"type": "object"})

@@ -21,7 +21,17 @@ from llmgw.mock.faults import make_malformed, retry_after_headers, roll_status
 from llmgw.mock.gemini_wire import GeminiWire
 from llmgw.mock.openai_wire import OpenAIWire
 from llmgw.mock.options import MockOptions, OptionError
-from llmgw.mock.replies import JSON, Call, StreamReply, ClientError, ContextExceeded, FullReply, Reply, Request, json_reply
+from llmgw.mock.replies import (
+    JSON,
+    Call,
+    ClientError,
+    ContextExceeded,
+    FullReply,
+    Reply,
+    Request,
+    StreamReply,
+    json_reply,
+)
 
 Handler = Callable[[Call], Reply]
 
@@ -76,8 +86,10 @@ class MockApp:
         self.anthropic.cached_prefixes.clear()
         self._dice = random.Random(self.options.seed)
 
-    def record_status(self, status: int) -> None:
-        self.by_status[status] += 1
+    def record_status(self, request: Request, status: int) -> None:
+        """Count an answered status (called when the status line is written; control calls excluded)."""
+        if not request.path.startswith("/_mock/"):
+            self.by_status[status] += 1
 
     def _remember(self, request: Request) -> Any:
         try:
@@ -95,19 +107,19 @@ class MockApp:
     def handle(self, request: Request) -> tuple[Reply, MockOptions]:
         """Answer one request; returns the reply and the options (after header overrides)."""
         if request.path.startswith("/_mock/"):
-            return self._control(request), self.options
+            return self._control(request), NO_FAULTS  # control calls never hang or fail
         self.by_path[request.path] += 1
         body = self._remember(request)
         route, params = self._route(request.path)
         if route is None:
-            return self.openai.error(404, f"Invalid URL ({request.method} {request.path})"), self.options
+            return self.openai.error(404, f"Invalid URL ({request.method} {request.path})"), NO_FAULTS
         wire = route.wire
         if request.method != route.method:
-            return wire.error(405, f"Method {request.method} not allowed for {request.path}"), self.options
+            return wire.error(405, f"Method {request.method} not allowed for {request.path}"), NO_FAULTS
         try:
             options = self.options.with_overrides(request.headers)
         except OptionError as exc:
-            return wire.error(400, f"Invalid mock control: {exc}"), self.options
+            return wire.error(400, f"Invalid mock control: {exc}"), NO_FAULTS
         problem = wire.auth_error(request, options)
         if problem is not None:
             return problem, options
@@ -126,6 +138,9 @@ class MockApp:
             return wire.error(exc.status, exc.message, exc.code, exc.param), options
         except ContextExceeded as exc:
             return wire.context_error(exc.prompt_tokens, exc.limit), options
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+            # A body shape the readers did not anticipate: still answer like an API would.
+            return wire.error(400, f"{UNREADABLE}: {type(exc).__name__}: {exc}"), options
         if options.malformed is not None and reply.status == 200:
             reply = make_malformed(reply)
         if options.error_after_chunks is not None and isinstance(reply, StreamReply):
@@ -161,3 +176,5 @@ class MockApp:
 
 
 _INVALID_JSON = object()
+NO_FAULTS = MockOptions()
+UNREADABLE = "The mock could not read this request body"

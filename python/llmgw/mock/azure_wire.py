@@ -15,7 +15,7 @@ from typing import Any
 from llmgw.mock.answers import compose_answer, estimate_tokens
 from llmgw.mock.openai_wire import CONTEXT_WINDOW, OpenAIWire, read_chat_turn
 from llmgw.mock.options import MockOptions
-from llmgw.mock.replies import Call, ClientError, FullReply, Reply, Request, json_reply, sse_data
+from llmgw.mock.replies import Call, ClientError, FullReply, Reply, Request, as_dict, json_reply, sse_data
 
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _FILTER_SAFE = {name: {"filtered": False, "severity": "safe"}
@@ -72,12 +72,14 @@ class AzureWire(OpenAIWire):
         if not isinstance(body, dict):
             raise ClientError(400, "Invalid JSON body.")
         model = body.get("model") or call.params["deployment"]
+        if not isinstance(model, str):
+            raise ClientError(400, "Invalid type for 'model': expected a string.", param="model")
         turn = read_chat_turn(body)
         call.check_context(estimate_tokens(turn.prompt_chars), CONTEXT_WINDOW)
         answer = compose_answer(turn, call.options)
         completion_id = f"chatcmpl-mock{call.serial:010d}"
         if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            include_usage = bool(as_dict(body.get("stream_options")).get("include_usage"))
             reply = self.chat_stream(completion_id, call.now, model, answer,
                                      call.options.chunk_words, include_usage)
             reply.prelude.insert(0, sse_data({
@@ -93,8 +95,9 @@ class AzureWire(OpenAIWire):
         problem = self.check_api_version(call.request)
         if problem is not None:
             return problem
-        body = call.body if isinstance(call.body, dict) else {}
-        return super().embeddings(call, model_override=body.get("model") or call.params["deployment"])
+        model = as_dict(call.body).get("model")
+        return super().embeddings(call, model_override=model if isinstance(model, str) and model
+                                  else call.params["deployment"])
 
 
 def _prompt_filter_results() -> list[dict[str, Any]]:

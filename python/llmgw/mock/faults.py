@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from llmgw.mock.options import MockOptions
-from llmgw.mock.replies import FullReply, Reply, StreamReply
+from llmgw.mock.replies import FullReply, Reply
 
 RETRY_AFTER_STATUSES = frozenset({429, 503, 529})
 
@@ -63,7 +63,3 @@ def make_malformed(reply: Reply) -> Reply:
     elif reply.epilogue:
         reply.epilogue[0] = corrupt_event(reply.epilogue[0])
     return reply
-
-
-def is_stream(reply: Reply) -> bool:
-    return isinstance(reply, StreamReply)

@@ -20,7 +20,18 @@ import orjson
 
 from llmgw.mock.answers import Answer, ToolSpec, Turn, compose_answer, estimate_tokens, group_pieces, split_word_pieces
 from llmgw.mock.options import MockOptions
-from llmgw.mock.replies import JSON, Call, ClientError, FullReply, Reply, Request, StreamReply, json_reply
+from llmgw.mock.replies import (
+    JSON,
+    Call,
+    ClientError,
+    FullReply,
+    Reply,
+    Request,
+    StreamReply,
+    as_dict,
+    as_list,
+    json_reply,
+)
 
 CONTEXT_WINDOW = 1_048_576
 
@@ -158,14 +169,14 @@ def read_gemini_turn(body: dict[str, Any]) -> Turn:
     for content in contents:
         if not isinstance(content, dict):
             raise ClientError(400, "Invalid value at 'contents': expected an object.")
-        parts = content.get("parts")
+        parts = as_list(content.get("parts"))
         chars += len(_parts_text(parts))
         if content.get("role", "user") == "user":
-            texts = [p["text"] for p in parts or [] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+            texts = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
             if texts:
                 last_user = " ".join(texts)
     last = contents[-1]
-    last_parts = last.get("parts") or []
+    last_parts = as_list(last.get("parts"))
     responses = [p for p in last_parts if isinstance(p, dict) and "functionResponse" in p]
     call_tool = None
     tool_result = None
@@ -174,10 +185,12 @@ def read_gemini_turn(body: dict[str, Any]) -> Turn:
             tool_result = _parts_text(responses)
         else:
             call_tool = _chosen_tool(body.get("tools"), body.get("toolConfig") or body.get("tool_config"))
-    config = body.get("generationConfig") or body.get("generation_config") or {}
-    schema = config.get("responseJsonSchema") or config.get("responseSchema")
+    config = as_dict(body.get("generationConfig") or body.get("generation_config"))
+    schema = as_dict(config.get("responseJsonSchema") or config.get("responseSchema"))
     json_mode = config.get("responseMimeType") == "application/json"
     max_tokens = config.get("maxOutputTokens")
+    if isinstance(max_tokens, bool):
+        max_tokens = None
     return Turn(last_user_text=last_user, prompt_chars=chars, call_tool=call_tool,
                 tool_result_text=tool_result, json_schema=_lower_types(schema) if json_mode and schema else None,
                 json_mode=json_mode and not schema,
@@ -197,12 +210,13 @@ def _chosen_tool(tools: Any, tool_config: Any) -> ToolSpec | None:
     if not isinstance(tools, list):
         return None
     declarations = [d for t in tools if isinstance(t, dict)
-                    for d in (t.get("functionDeclarations") or t.get("function_declarations") or [])]
+                    for d in as_list(t.get("functionDeclarations") or t.get("function_declarations"))
+                    if isinstance(d, dict)]
     if not declarations:
         return None
-    calling = (tool_config or {}).get("functionCallingConfig") or {}
+    calling = as_dict(as_dict(tool_config).get("functionCallingConfig"))
     if calling.get("mode") == "NONE":
         return None
-    allowed = calling.get("allowedFunctionNames") or []
+    allowed = as_list(calling.get("allowedFunctionNames"))
     chosen = next((d for d in declarations if d.get("name") in allowed), declarations[0])
-    return ToolSpec(str(chosen.get("name", "tool")), _lower_types(chosen.get("parameters") or {"type": "object"}))
+    return ToolSpec(str(chosen.get("name", "tool")), _lower_types(as_dict(chosen.get("parameters")) or {"type": "object"}))

@@ -22,11 +22,22 @@ from llmgw.mock.answers import (
     split_word_pieces,
 )
 from llmgw.mock.options import MockOptions
-from llmgw.mock.replies import Call, ClientError, FullReply, Reply, Request, StreamReply, json_reply, sse_data
+from llmgw.mock.replies import (
+    Call,
+    ClientError,
+    FullReply,
+    Reply,
+    Request,
+    StreamReply,
+    as_dict,
+    json_reply,
+    sse_data,
+)
 
 CONTEXT_WINDOW = 128_000
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "text-embedding-3-small", "text-embedding-3-large")
 _DONE = b"data: [DONE]\n\n"
+MAX_DIMENSIONS = 8192  # text-embedding-3-large tops out at 3072; the bound keeps one request cheap
 
 _MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -105,11 +116,14 @@ class OpenAIWire:
         call.check_context(estimate_tokens(turn.prompt_chars), CONTEXT_WINDOW)
         answer = compose_answer(turn, call.options)
         completion_id = f"chatcmpl-mock{call.serial:010d}"
+        request_id = [("x-request-id", f"req_mock{call.serial:010d}")]
         if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return self.chat_stream(completion_id, call.now, model, answer, call.options.chunk_words,
-                                    include_usage)
-        return json_reply(200, self.chat_completion(completion_id, call.now, model, answer))
+            include_usage = bool(as_dict(body.get("stream_options")).get("include_usage"))
+            reply = self.chat_stream(completion_id, call.now, model, answer, call.options.chunk_words,
+                                     include_usage)
+            reply.headers.extend(request_id)
+            return reply
+        return json_reply(200, self.chat_completion(completion_id, call.now, model, answer), request_id)
 
     def chat_completion(self, completion_id: str, created: int, model: str,
                         answer: Answer) -> dict[str, Any]:
@@ -173,8 +187,8 @@ class OpenAIWire:
         texts, tokens = read_embedding_inputs(body.get("input"))
         call.check_context(tokens, 8192)
         dims = body.get("dimensions") or call.options.embedding_dims
-        if not isinstance(dims, int) or dims < 1:
-            raise ClientError(400, "Invalid value for 'dimensions': must be a positive integer.",
+        if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIMENSIONS:
+            raise ClientError(400, f"Invalid value for 'dimensions': must be an integer 1..{MAX_DIMENSIONS}.",
                               param="dimensions")
         as_base64 = body.get("encoding_format") == "base64"
         data = []
@@ -253,11 +267,13 @@ def read_chat_turn(body: dict[str, Any]) -> Turn:
         tool_result = _content_text(last.get("content"))
     elif last.get("role") == "user":
         call_tool = _chosen_tool(body.get("tools"), body.get("tool_choice"))
-    response_format = body.get("response_format") or {}
+    response_format = as_dict(body.get("response_format"))
     schema = None
     if response_format.get("type") == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        schema = as_dict(as_dict(response_format.get("json_schema")).get("schema")) or {"type": "object"}
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(max_tokens, bool):
+        max_tokens = None
     return Turn(
         last_user_text=last_user,
         prompt_chars=chars,
@@ -272,12 +288,14 @@ def read_chat_turn(body: dict[str, Any]) -> Turn:
 def _chosen_tool(tools: Any, tool_choice: Any) -> ToolSpec | None:
     if not isinstance(tools, list) or not tools or tool_choice == "none":
         return None
-    functions = [t.get("function") or {} for t in tools if isinstance(t, dict)]
+    functions = [as_dict(t.get("function")) for t in tools if isinstance(t, dict)]
+    if not functions:
+        return None
     chosen = functions[0]
     if isinstance(tool_choice, dict):
-        wanted = (tool_choice.get("function") or {}).get("name")
+        wanted = as_dict(tool_choice.get("function")).get("name")
         chosen = next((f for f in functions if f.get("name") == wanted), chosen)
-    return ToolSpec(str(chosen.get("name", "tool")), chosen.get("parameters") or {"type": "object"})
+    return ToolSpec(str(chosen.get("name", "tool")), as_dict(chosen.get("parameters")) or {"type": "object"})
 
 
 def read_embedding_inputs(raw: Any) -> tuple[list[str], int]:

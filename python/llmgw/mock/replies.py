@@ -26,6 +26,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool = True
+    chunked_ok: bool = True
+    """False for HTTP/1.0 clients: streams are then close-delimited instead of chunked."""
 
 
 @dataclass(slots=True)
@@ -63,6 +65,16 @@ class ClientError(Exception):
         self.message = message
         self.code = code
         self.param = param
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else ``{}`` (clients send all sorts of things)."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else ``[]``."""
+    return value if isinstance(value, list) else []
 
 
 def json_reply(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> FullReply:

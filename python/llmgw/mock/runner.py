@@ -133,11 +133,13 @@ class MockUpstream:
 
     def stats(self) -> dict[str, Any]:
         """Same as GET /_mock/stats."""
-        return self._call(self._on_loop(lambda app: app.stats()))
+        stats: dict[str, Any] = self._call(self._on_loop(lambda app: app.stats()))
+        return stats
 
     def last_request(self) -> dict[str, Any] | None:
         """Same as GET /_mock/last-request (None before the first request)."""
-        return self._call(self._on_loop(lambda app: app.last))
+        last: dict[str, Any] | None = self._call(self._on_loop(lambda app: app.last))
+        return last
 
     def reset(self) -> None:
         """Same as POST /_mock/reset."""

@@ -9,6 +9,7 @@ the zero-delay path short: a request that needs no waiting is answered synchrono
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import deque
 from http import HTTPStatus
 from urllib.parse import parse_qsl
@@ -25,11 +26,12 @@ _CHUNK_END = b"0\r\n\r\n"
 
 
 def _head(status: int, content_type: str, extra: list[tuple[str, str]], length: int | None,
-          keep_alive: bool) -> bytes:
+          keep_alive: bool, chunked: bool = True) -> bytes:
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", f"content-type: {content_type}",
              "server: llmgw-mock"]
     if length is None:
-        lines.append("transfer-encoding: chunked")
+        if chunked:
+            lines.append("transfer-encoding: chunked")
         if content_type.startswith("text/event-stream"):
             lines.append("cache-control: no-cache")
     else:
@@ -44,10 +46,21 @@ def _chunk(frame: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(frame), frame)
 
 
+def _raw(frame: bytes) -> bytes:
+    return frame
+
+
 def _needs_waiting(reply: Reply, options: MockOptions) -> bool:
-    if options.latency_ms > 0 or options.hang is not None:
+    if options.latency_ms > 0 or options.hang == "before":
         return True
-    return isinstance(reply, StreamReply) and options.tokens_per_s > 0
+    if reply.status != 200:
+        return False
+    return options.hang == "mid" or (isinstance(reply, StreamReply) and options.tokens_per_s > 0)
+
+
+def _breaks_body(reply: Reply) -> bool:
+    """Cuts and mid-body hangs apply to successful answers only (errors are their own fault)."""
+    return reply.status == 200
 
 
 class HttpConnection(asyncio.Protocol):
@@ -112,6 +125,11 @@ class HttpConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
+    def on_headers_complete(self) -> None:
+        # curl sends "Expect: 100-continue" for bodies over 1 KB and waits 1 s for this line.
+        if self._headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_message_complete(self) -> None:
         parsed = httptools.parse_url(self._url)
         query_string = (parsed.query or b"").decode("latin-1")
@@ -119,10 +137,11 @@ class HttpConnection(asyncio.Protocol):
             method=self.parser.get_method().decode("latin-1"),
             path=parsed.path.decode("latin-1"),
             query_string=query_string,
-            query=dict(parse_qsl(query_string, keep_blank_values=True)),
+            query=dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {},
             headers=self._headers,
             body=b"".join(self._body),
             keep_alive=self.parser.should_keep_alive(),
+            chunked_ok=self.parser.get_http_version() != "1.0",
         )
         self.pending.append(request)
         if self.task is None:
@@ -143,34 +162,37 @@ class HttpConnection(asyncio.Protocol):
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
         self.task = None
-        if not task.cancelled() and task.exception() is not None and self.transport is not None:
-            self.transport.abort()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:  # a bug in delivery: report it, drop this connection only
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "llmgw mock: delivering a reply failed", "exception": error})
+            if self.transport is not None:
+                self.transport.abort()
             return
         self._serve_pending()
 
     def _deliver_now(self, request: Request, reply: Reply, options: MockOptions) -> None:
         assert self.transport is not None
-        self.app.record_status(reply.status)
-        keep_alive = request.keep_alive
+        self.app.record_status(request, reply.status)
+        cut = options.cut_after_chunks if _breaks_body(reply) else None
+        keep_alive = request.keep_alive and (isinstance(reply, FullReply) or request.chunked_ok)
         if isinstance(reply, FullReply):
             head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), keep_alive)
-            if options.cut_after_chunks is not None:
+            if cut is not None:
                 self.transport.write(head + reply.body[: len(reply.body) // 2])
                 self._close()
                 return
             self.transport.write(head + reply.body)
         else:
-            frames = reply.prelude + reply.chunks + reply.epilogue
-            cut = options.cut_after_chunks
-            if cut is not None:
-                frames = reply.prelude + reply.chunks[:cut]
-            head = _head(reply.status, reply.content_type, reply.headers, None, keep_alive)
-            body = b"".join(_chunk(f) for f in frames)
+            frame = _chunk if request.chunked_ok else _raw
+            frames = reply.prelude + reply.chunks + reply.epilogue if cut is None else reply.prelude + reply.chunks[:cut]
+            head = _head(reply.status, reply.content_type, reply.headers, None, keep_alive, request.chunked_ok)
+            body = b"".join(frame(f) for f in frames)
             if cut is not None:
                 self.transport.write(head + body)
                 self._close()
                 return
-            self.transport.write(head + body + _CHUNK_END)
+            self.transport.write(head + body + (_CHUNK_END if request.chunked_ok else b""))
         if not keep_alive:
             self._close()
 
@@ -180,8 +202,10 @@ class HttpConnection(asyncio.Protocol):
             await asyncio.sleep(options.latency_ms / 1000)
         if options.hang == "before":
             await self._hang(options)
-        self.app.record_status(reply.status)
-        keep_alive = request.keep_alive
+        if not _breaks_body(reply):
+            options = dataclasses.replace(options, hang=None, cut_after_chunks=None, tokens_per_s=0.0)
+        self.app.record_status(request, reply.status)
+        keep_alive = request.keep_alive and (isinstance(reply, FullReply) or request.chunked_ok)
         if isinstance(reply, FullReply):
             head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), keep_alive)
             half = len(reply.body) // 2
@@ -196,20 +220,21 @@ class HttpConnection(asyncio.Protocol):
             else:
                 self.transport.write(head + reply.body)
         else:
-            await self._stream(reply, options, keep_alive)
+            await self._stream(reply, options, keep_alive, request.chunked_ok)
             if options.cut_after_chunks is not None:
                 return
         if not keep_alive:
             self._close()
 
-    async def _stream(self, reply: StreamReply, options: MockOptions, keep_alive: bool) -> None:
+    async def _stream(self, reply: StreamReply, options: MockOptions, keep_alive: bool, chunked: bool) -> None:
         assert self.transport is not None
         write = self.transport.write
-        write(_head(reply.status, reply.content_type, reply.headers, None, keep_alive)
-              + b"".join(_chunk(f) for f in reply.prelude))
+        frame = _chunk if chunked else _raw
+        write(_head(reply.status, reply.content_type, reply.headers, None, keep_alive, chunked)
+              + b"".join(frame(f) for f in reply.prelude))
         interval = options.chunk_words / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
         cut = options.cut_after_chunks
-        for index, frame in enumerate(reply.chunks):
+        for index, data in enumerate(reply.chunks):
             if options.hang == "mid" and index == options.hang_after_chunks:
                 await self._hang(options)
             if cut is not None and index == cut:
@@ -218,13 +243,13 @@ class HttpConnection(asyncio.Protocol):
             if interval:
                 await asyncio.sleep(interval)
             await self._can_write.wait()
-            write(_chunk(frame))
+            write(frame(data))
         if options.hang == "mid" and options.hang_after_chunks >= len(reply.chunks):
             await self._hang(options)
         if cut is not None:
             self._close()
             return
-        write(b"".join(_chunk(f) for f in reply.epilogue) + _CHUNK_END)
+        write(b"".join(frame(f) for f in reply.epilogue) + (_CHUNK_END if chunked else b""))
 
     async def _hang(self, options: MockOptions) -> None:
         if options.hang_ms > 0:
