@@ -1,0 +1,3 @@
+from llmgw.mock.runner import main
+
+main()
