@@ -10,5 +10,6 @@ from llmgw.providers.base import (
 
 # Importing an adapter module registers it.
 from llmgw.providers import openai as _openai  # noqa: F401
+from llmgw.providers import anthropic as _anthropic  # noqa: F401
 
 __all__ = ["ErrorClass", "ProviderAdapter", "StreamTranslator", "UpstreamRequest", "registry"]
