@@ -1,6 +1,7 @@
 """Anthropic Messages API wire format: POST /v1/messages.
 
-Follows the Messages API reference: ``x-api-key`` and ``anthropic-version`` headers, required
+Follows the Messages API reference: ``x-api-key`` (or ``Authorization: Bearer``, which the 2.x
+Python SDK sends) and ``anthropic-version`` headers, required
 ``max_tokens``, message object with content blocks (``text``, ``tool_use``), ``stop_reason``,
 usage with ``cache_creation_input_tokens`` / ``cache_read_input_tokens``, streaming events
 ``message_start``, ``content_block_start``, ``ping``, ``content_block_delta`` (``text_delta``,
@@ -65,6 +66,9 @@ class AnthropicWire:
     def auth_error(self, request: Request, options: MockOptions) -> FullReply | None:
         if options.require_auth:
             key = request.headers.get("x-api-key", "").strip()
+            if not key:  # newer SDKs (2.x) send the key as a bearer token instead
+                scheme, _, token = request.headers.get("authorization", "").partition(" ")
+                key = token.strip() if scheme.lower() == "bearer" else ""
             if not key:
                 return self.error(401, "x-api-key header is required", type_="authentication_error")
             if options.api_key is not None and key != options.api_key:
