@@ -2,6 +2,8 @@
 //! `python/` is the thin PyO3 shell compiled only with the `python` feature (maturin turns it on).
 
 pub mod sse;
+pub mod ratelimit;
+pub mod embed;
 
 #[cfg(feature = "python")]
 mod python;

@@ -4,10 +4,14 @@
 use pyo3::prelude::*;
 
 mod sse;
+mod ratelimit;
+mod embed;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     sse::register(m)?;
+    ratelimit::register(m)?;
+    embed::register(m)?;
     Ok(())
 }
