@@ -118,8 +118,14 @@ def test_reader_handles_bytes_split_anywhere() -> None:
 
 def test_reader_turns_breakage_into_upstream_protocol_errors() -> None:
     reader = AnthropicStreamReader("up", "m")
+    # the text before the error event is delivered first; the error comes on the next call
+    chunks = reader.feed((FIXTURES / "anthropic/stream_error.sse").read_bytes())
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["", "Hello"]
     with pytest.raises(UpstreamProtocolError, match="overloaded_error"):
-        reader.feed((FIXTURES / "anthropic/stream_error.sse").read_bytes())
+        reader.finish()
+    with pytest.raises(UpstreamProtocolError, match="overloaded_error"):
+        AnthropicStreamReader("up", "m").feed(
+            b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}\n\n')
     with pytest.raises(UpstreamProtocolError, match="malformed"):
         AnthropicStreamReader("up", "m").feed(b'event: message_start\ndata: {"type": "mess\n\n')
     cut = AnthropicStreamReader("up", "m")

@@ -99,20 +99,27 @@ def _openai_type(anthropic_type: str | None) -> str | None:
 
 
 class AnthropicStreamReader:
-    """Anthropic SSE bytes → OpenAI chunk dicts (the adapter's StreamTranslator)."""
+    """Anthropic SSE bytes → OpenAI chunk dicts (the adapter's StreamTranslator).
 
-    __slots__ = ("_parser", "_upstream", "_translator")
+    A failure (error event, malformed event) is raised on the call after the one that read it, so
+    the chunks translated before it in the same read still reach the client ahead of the error.
+    """
+
+    __slots__ = ("_parser", "_upstream", "_translator", "_failure")
 
     def __init__(self, upstream: str, model: str, include_usage: bool = False) -> None:
         self._parser = SseParser()
         self._upstream = upstream
         self._translator = AnthropicToOpenAIStream(model, include_usage=include_usage)
+        self._failure: UpstreamProtocolError | None = None
 
     @property
     def done(self) -> bool:
         return self._translator.done
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        if self._failure is not None:
+            raise self._failure
         out: list[dict[str, Any]] = []
         translate = self._translator.event
         try:
@@ -122,12 +129,16 @@ class AnthropicStreamReader:
                     raise orjson.JSONDecodeError("not an object", event.data, 0)
                 out.extend(translate(event.event or payload.get("type", ""), payload))
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event") from None
+            self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event")
         except AnthropicStreamError as exc:
-            raise UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {exc}") from None
+            self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {exc}")
+        if self._failure is not None and not out:
+            raise self._failure
         return out
 
     def finish(self) -> list[dict[str, Any]]:
+        if self._failure is not None:
+            raise self._failure
         self._parser.finish()
         try:
             return self._translator.finish()

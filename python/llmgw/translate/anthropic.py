@@ -431,8 +431,9 @@ def anthropic_to_openai_request(body: dict[str, Any], *, keep_extensions: bool =
 
     `keep_extensions`: carry Anthropic-only fields (cache_control, top_k, tool_result is_error) in
     the canonical request; set it when the request is routed to an Anthropic upstream, which reads
-    them back, and leave it off for OpenAI-format upstreams, which would reject them. `thinking` is
-    not translated (400).
+    them back, and leave it off for OpenAI-format upstreams, which would reject them. Structured
+    outputs (`output_config.format`) become `response_format` json_schema. `thinking` and
+    `output_config.effort` are not translated (400); other fields Anthropic may add are ignored.
     """
     if body.get("thinking") not in (None, {"type": "disabled"}):
         raise TranslationError("Parameter 'thinking' is not supported by this gateway.", "thinking")
@@ -462,10 +463,28 @@ def anthropic_to_openai_request(body: dict[str, Any], *, keep_extensions: bool =
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
     _openai_tools(body, out, keep_extensions)
+    _openai_output_format(body.get("output_config"), out)
     if body.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
+
+
+def _openai_output_format(config: Any, out: dict[str, Any]) -> None:
+    """Anthropic structured outputs (`output_config.format`) → OpenAI `response_format` json_schema."""
+    if config is None:
+        return
+    if not isinstance(config, dict) or set(config) - {"format"}:
+        extra = sorted(set(config) - {"format"}) if isinstance(config, dict) else ["output_config"]
+        raise TranslationError(f"output_config.{extra[0]} is not supported by this gateway.", f"output_config.{extra[0]}")
+    fmt = config.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise TranslationError("output_config.format must be {type: json_schema, schema: {...}}.",
+                               "output_config.format", "invalid_value")
+    out["response_format"] = {"type": "json_schema",
+                              "json_schema": {"name": "response", "schema": fmt["schema"], "strict": True}}
 
 
 def _openai_text_part(block: Any, param: str, keep: bool) -> dict[str, Any]:
