@@ -180,6 +180,13 @@ def test_cache_control_passes_through_on_parts_messages_and_tools() -> None:
     assert out["tools"][0]["cache_control"] == eph
 
 
+def test_audio_and_file_parts_are_a_400_naming_the_part() -> None:
+    with pytest.raises(TranslationError) as exc:
+        to_anthropic({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "listen"}, {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]})
+    assert exc.value.param == "messages[0].content[1].type" and "input_audio" in exc.value.message
+
+
 def test_invalid_tool_call_arguments_in_history_are_a_400() -> None:
     with pytest.raises(TranslationError) as exc:
         to_anthropic({"model": "m", "messages": [user("x"), {"role": "assistant", "tool_calls": [

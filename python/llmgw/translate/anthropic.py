@@ -243,6 +243,16 @@ def _with_cache(block: dict[str, Any], part: Any) -> dict[str, Any]:
     return block
 
 
+def _text_block(part: Any, param: str) -> dict[str, Any] | None:
+    """One OpenAI text (or refusal) part → an Anthropic text block; None for empty text."""
+    if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        raise TranslationError(f"{param} of type {kind!r} cannot be sent to Anthropic; only text and image_url "
+                               "parts can.", f"{param}.type", "invalid_value")
+    text = part.get("text") if part.get("type") == "text" else part.get("refusal")
+    return _with_cache({"type": "text", "text": text}, part) if text else None
+
+
 def _text_blocks(content: Any, param: str, cache_control: Any = None) -> list[dict[str, Any]]:
     """String or list of text parts → Anthropic text blocks (empty text dropped: Anthropic rejects it)."""
     if content is None:
@@ -250,15 +260,7 @@ def _text_blocks(content: Any, param: str, cache_control: Any = None) -> list[di
     if isinstance(content, str):
         blocks = [{"type": "text", "text": content}] if content else []
     elif isinstance(content, list):
-        blocks = []
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise TranslationError(f"{param}[{j}] of type {kind!r} is not allowed here; only text is.",
-                                       f"{param}[{j}].type", "invalid_value")
-            text = part.get("text") if part.get("type") == "text" else part.get("refusal")
-            if text:
-                blocks.append(_with_cache({"type": "text", "text": text}, part))
+        blocks = [b for j, part in enumerate(content) if (b := _text_block(part, f"{param}[{j}]")) is not None]
     else:
         raise TranslationError(f"'{param}' must be a string or an array of content parts.", param, "invalid_type")
     if cache_control and blocks:
@@ -271,11 +273,11 @@ def _user_blocks(content: Any, i: int, cache_control: Any) -> list[dict[str, Any
         return _text_blocks(content, f"messages[{i}].content", cache_control)
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "image_url":
-            blocks.append(_with_cache(_image_block(part.get("image_url"), f"messages[{i}].content[{j}]"), part))
-        else:
-            blocks.extend(_text_blocks([part], f"messages[{i}].content"))
+        param = f"messages[{i}].content[{j}]"
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            blocks.append(_with_cache(_image_block(part.get("image_url"), param), part))
+        elif (block := _text_block(part, param)) is not None:
+            blocks.append(block)
     if cache_control and blocks:
         blocks[-1]["cache_control"] = cache_control
     return blocks
@@ -383,7 +385,8 @@ def _response_format(fmt: Any, out: dict[str, Any]) -> None:
     description = f"Give the final answer by calling this tool: its input is the answer, a JSON object matching the '{name}' schema."
     if spec.get("description"):
         description += f" {spec['description']}"
-    out["tools"] = [{"name": JSON_TOOL_NAME, "description": description, "input_schema": schema}]
+    # after the request's own tools when tool_choice none kept them (its history has tool calls)
+    out["tools"] = [*out.get("tools", ()), {"name": JSON_TOOL_NAME, "description": description, "input_schema": schema}]
     out["tool_choice"] = {"type": "tool", "name": JSON_TOOL_NAME}
 
 
