@@ -7,8 +7,10 @@ from typing import Any
 
 def extra_routes() -> dict[tuple[str, str], Any]:
     """Routes contributed by dialects beyond OpenAI chat completions (method, path) → handler."""
+    from llmgw.ingress.anthropic import messages_endpoint
     from llmgw.ingress.embeddings import embeddings
 
-    routes: dict[tuple[str, str], Any] = {}
-    routes[("POST", "/v1/embeddings")] = embeddings
-    return routes
+    return {
+        ("POST", "/v1/embeddings"): embeddings,
+        ("POST", "/v1/messages"): messages_endpoint,
+    }

@@ -111,14 +111,17 @@ class AnthropicWire:
         answer = compose_answer(turn, call.options)
         usage = self._input_usage(prompt_tokens, cache_prefix)
         message_id = f"msg_mock{call.serial:012d}"
-        preface = f"Calling {answer.tool_name}." if answer.is_tool_call else None
+        # Anthropic writes no text before a tool call it was forced to make (tool_choice any/tool).
+        forced = isinstance(body.get("tool_choice"), dict) and body["tool_choice"].get("type") in ("any", "tool")
+        preface = f"Calling {answer.tool_name}." if answer.is_tool_call and not forced else None
         output_tokens = answer.completion_tokens + (count_words(preface) if preface else 0)
         if body.get("stream"):
             return self._stream(message_id, body["model"], answer, preface, usage, output_tokens,
                                 call.options.chunk_words)
         content: list[dict[str, Any]] = []
-        if preface:
-            content.append({"type": "text", "text": preface})
+        if answer.is_tool_call:
+            if preface:
+                content.append({"type": "text", "text": preface})
             content.append({"type": "tool_use", "id": _tool_id(message_id), "name": answer.tool_name,
                             "input": json.loads(answer.tool_arguments or "{}")})
         else:
