@@ -150,3 +150,27 @@ def test_bad_plugin_reference_is_a_clear_start_error(mock_upstream, tmp_path: Pa
     r = subprocess.run([sys.executable, "-m", "llmgw.cli", "check-config", str(cfg)], capture_output=True, text=True,
                        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent)})
     assert r.returncode == 2 and message in r.stderr
+
+
+def test_chunks_before_a_mid_stream_error_still_reach_the_client(mock_upstream, start_gateway):
+    # The mock sends two content chunks and its in-stream error event in quick succession, so the
+    # gateway may read them in one piece; the chunks must still come out before the error.
+    gw = start_gateway(openai_config(
+        mock_upstream.url,
+        extra_upstreams=f"""
+  failing:
+    provider: openai
+    base_url: {mock_upstream.url}/v1
+    api_key: k-123
+    headers: {{x-mock-error-after-chunks: '2'}}
+""",
+        extra_models="  f: {upstream: failing}",
+        tail=_plugins("plugin_samples:Shouter"),  # on_chunk: the gateway parses every chunk
+    ))
+    client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+    got = []
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(model="f", messages=MSG, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                got.append(chunk.choices[0].delta.content)
+    assert "".join(got) == "ECHO: HELLO"

@@ -240,7 +240,7 @@ class Pipeline:
 
     async def _stream_chunks(self, ctx: RequestContext, req: ChatRequest, target: Target, resp: Any,
                              fmt: ClientFormat, ran: list[LoadedPlugin], start: Any, summary: ChatResponse) -> None:
-        reader = target.adapter.stream_translator(req.model)
+        reader = target.adapter.stream_translator(req.model, include_usage=req.include_usage)
         encoder = fmt.stream_encoder(req)
         sink: StreamSink | None = None
         texts: list[str] = []

@@ -87,8 +87,10 @@ class ProviderAdapter(Protocol):
         """A successful upstream response body as a canonical `chat.completion` dict."""
         ...
 
-    def stream_translator(self, model: str) -> StreamTranslator:
-        """A translator for one streamed response (not used when `passthrough`)."""
+    def stream_translator(self, model: str, *, include_usage: bool = False) -> StreamTranslator:
+        """A translator for one streamed response (not used when `passthrough`). `include_usage` is
+        the client's `stream_options.include_usage`: send usage as OpenAI does (a last chunk with
+        empty choices) when True; usage may still ride on the finish chunk when False."""
         ...
 
     def classify_error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorClass:

@@ -101,7 +101,8 @@ class GeminiAdapter:
             raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent a response without candidates")
         return gemini_to_openai_response(data, model)
 
-    def stream_translator(self, model: str) -> GeminiStreamTranslator:
+    def stream_translator(self, model: str, *, include_usage: bool = False) -> GeminiStreamTranslator:
+        # Gemini repeats usage in every event; it rides on the finish chunk either way.
         return GeminiStreamTranslator(self.upstream.name, model)
 
     def classify_error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorClass:

@@ -65,7 +65,8 @@ class OpenAIAdapter:
             raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent a response without choices")
         return data
 
-    def stream_translator(self, model: str) -> OpenAIStreamReader:
+    def stream_translator(self, model: str, *, include_usage: bool = False) -> OpenAIStreamReader:
+        # The client's stream_options went upstream with the request: usage comes as asked.
         return OpenAIStreamReader(self.upstream.name)
 
     def embeddings_request(self, body: dict[str, Any], model: str) -> UpstreamRequest:
@@ -109,16 +110,23 @@ class OpenAIAdapter:
 
 
 class OpenAIStreamReader:
-    """OpenAI SSE bytes → chunk dicts (used when chunks must be seen: plugins, other client formats)."""
+    """OpenAI SSE bytes → chunk dicts (used when chunks must be seen: plugins, other client formats).
 
-    __slots__ = ("_parser", "_upstream", "done")
+    A broken or error event is reported on the call AFTER the one that returns the chunks that
+    came before it in the same read, so no content that arrived before a failure is lost.
+    """
+
+    __slots__ = ("_parser", "_upstream", "_failure", "done")
 
     def __init__(self, upstream: str) -> None:
         self._parser = SseParser()
         self._upstream = upstream
+        self._failure: UpstreamProtocolError | None = None
         self.done = False
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        if self._failure is not None:
+            raise self._failure
         out = []
         for event in self._parser.feed(data):
             if event.data == "[DONE]":
@@ -127,15 +135,21 @@ class OpenAIStreamReader:
             try:
                 chunk = orjson.loads(event.data)
             except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event") from None
+                self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event")
+                break
             if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
                 err = chunk["error"]
                 msg = err.get("message") if isinstance(err, dict) else str(err)
-                raise UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {msg}")
+                self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {msg}")
+                break
             out.append(chunk)
+        if self._failure is not None and not out:
+            raise self._failure
         return out
 
     def finish(self) -> list[dict[str, Any]]:
+        if self._failure is not None:
+            raise self._failure
         self._parser.finish()
         if not self.done:
             raise UpstreamProtocolError(f"upstream {self._upstream!r} ended the stream before [DONE]")
