@@ -2,11 +2,9 @@
 //!
 //! The flags come from `regex-syntax`'s Unicode tables (the ones the `regex` crate — and hence
 //! tiktoken's `fancy-regex` — compiles `\p{..}` and `\s` from), so a code point is a letter, a
-//! number or whitespace here exactly when tiktoken's regex says so. The table is a two-level
-//! lookup (256-entry blocks, deduplicated: ~100 distinct blocks, a few dozen KB) built once.
-
-use regex_syntax::hir::{Class, HirKind};
-use std::sync::OnceLock;
+//! number or whitespace here exactly when tiktoken's regex says so. rust/build.rs writes them as
+//! a two-level table (256-entry blocks, deduplicated: a few dozen KB); the flag values below
+//! must match its `CLASSES`.
 
 /// `\p{L}`.
 pub const LETTER: u8 = 1;
@@ -21,68 +19,9 @@ pub const LOWERISH: u8 = 16;
 /// `\r` or `\n`.
 pub const NEWLINE: u8 = 32;
 
-struct ClassTable {
-    block_of: Vec<u16>,
-    blocks: Vec<[u8; 256]>,
-}
-
-static TABLE: OnceLock<ClassTable> = OnceLock::new();
-static ASCII: OnceLock<[u8; 128]> = OnceLock::new();
-
-fn ranges_of(pattern: &str) -> Vec<(u32, u32)> {
-    let hir = regex_syntax::parse(pattern).expect("static class pattern parses");
-    match hir.kind() {
-        HirKind::Class(Class::Unicode(class)) => class
-            .ranges()
-            .iter()
-            .map(|r| (r.start() as u32, r.end() as u32))
-            .collect(),
-        other => panic!("{pattern} is not a Unicode class: {other:?}"),
-    }
-}
-
-fn build_table() -> ClassTable {
-    let mut flat = vec![0u8; 0x11_0000];
-    let classes: [(&str, u8); 6] = [
-        (r"\p{L}", LETTER),
-        (r"\p{N}", NUMBER),
-        (r"\s", SPACE),
-        (r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", UPPERISH),
-        (r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]", LOWERISH),
-        (r"[\r\n]", NEWLINE),
-    ];
-    for (pattern, flag) in classes {
-        for (start, end) in ranges_of(pattern) {
-            for cp in start..=end {
-                flat[cp as usize] |= flag;
-            }
-        }
-    }
-    let mut blocks: Vec<[u8; 256]> = Vec::new();
-    let mut block_of = Vec::with_capacity(flat.len() / 256);
-    for chunk in flat.chunks_exact(256) {
-        let block: [u8; 256] = chunk.try_into().expect("chunk of 256");
-        let index = match blocks.iter().position(|b| *b == block) {
-            Some(i) => i,
-            None => {
-                blocks.push(block);
-                blocks.len() - 1
-            }
-        };
-        block_of.push(index as u16);
-    }
-    ClassTable { block_of, blocks }
-}
-
-/// Build the tables now (otherwise done on first use).
-pub fn init() {
-    let table = TABLE.get_or_init(build_table);
-    ASCII.get_or_init(|| {
-        let mut ascii = [0u8; 128];
-        ascii.copy_from_slice(&table.blocks[table.block_of[0] as usize][..128]);
-        ascii
-    });
-}
+/// 4352 little-endian u16 block numbers (one per 256 code points), then the blocks.
+static TABLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/char_class.bin"));
+const BLOCK_INDEX_LEN: usize = 0x11_0000 / 256 * 2;
 
 /// Class flags of the character starting at byte `pos` of `text` and its UTF-8 length;
 /// `(0, 0)` at the end of the text.
@@ -92,19 +31,13 @@ pub fn class_at(text: &[u8], pos: usize) -> (u8, usize) {
         return (0, 0);
     };
     if b0 < 0x80 {
-        // SAFETY-free fast path: ASCII is initialised before any splitter runs (see `init`).
-        return (ASCII.get().map_or_else(|| slow_ascii(b0), |t| t[b0 as usize]), 1);
+        // Block 0 is the first block stored (code points 0..256 come first).
+        return (TABLE[BLOCK_INDEX_LEN + b0 as usize], 1);
     }
     let (cp, len) = decode_utf8(text, pos, b0);
-    let table = TABLE.get_or_init(build_table);
-    let block = table.block_of[(cp >> 8) as usize] as usize;
-    (table.blocks[block][(cp & 0xff) as usize], len)
-}
-
-#[cold]
-fn slow_ascii(b: u8) -> u8 {
-    init();
-    ASCII.get().expect("initialised")[b as usize]
+    let slot = (cp >> 8) as usize * 2;
+    let block = u16::from_le_bytes([TABLE[slot], TABLE[slot + 1]]) as usize;
+    (TABLE[BLOCK_INDEX_LEN + block * 256 + (cp & 0xff) as usize], len)
 }
 
 /// Decode the (valid, since it comes from a `&str`) UTF-8 sequence starting with `b0`.
