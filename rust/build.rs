@@ -14,8 +14,14 @@ fn main() {
     println!("cargo::rerun-if-changed=rust/build.rs");
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     let out = Path::new(&out_dir);
-    write_ranks(&out.join("o200k_base.ranks"), &tiktoken_rs::o200k_base().expect("o200k rank file"));
-    write_ranks(&out.join("cl100k_base.ranks"), &tiktoken_rs::cl100k_base().expect("cl100k rank file"));
+    write_ranks(
+        &out.join("o200k_base.ranks"),
+        &tiktoken_rs::o200k_base().expect("o200k rank file"),
+    );
+    write_ranks(
+        &out.join("cl100k_base.ranks"),
+        &tiktoken_rs::cl100k_base().expect("cl100k rank file"),
+    );
     std::fs::write(out.join("char_class.bin"), char_class_table()).expect("write char_class.bin");
 }
 
@@ -51,8 +57,8 @@ fn char_class_table() -> Vec<u8> {
             panic!("{pattern} is not a Unicode class");
         };
         for range in class.ranges() {
-            for cp in range.start() as usize..=range.end() as usize {
-                flat[cp] |= flag;
+            for flags in &mut flat[range.start() as usize..=range.end() as usize] {
+                *flags |= flag;
             }
         }
     }

@@ -26,7 +26,10 @@ pub struct TokenCount {
 impl TokenCount {
     fn __repr__(&self) -> String {
         let exact = if self.exact { "True" } else { "False" };
-        format!("TokenCount(tokens={}, exact={exact}, encoding='{}')", self.tokens, self.encoding)
+        format!(
+            "TokenCount(tokens={}, exact={exact}, encoding='{}')",
+            self.tokens, self.encoding
+        )
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -61,11 +64,22 @@ fn count_chat_tokens(
 ) -> PyResult<TokenCount> {
     let mut text_bytes = 0usize;
     let messages = json_list(messages, "messages", &mut text_bytes)?;
-    let tools = tools.filter(|t| !t.is_none()).map(|t| json_list(t, "tools", &mut text_bytes)).transpose()?;
+    let tools = tools
+        .filter(|t| !t.is_none())
+        .map(|t| json_list(t, "tools", &mut text_bytes))
+        .transpose()?;
     let count = || tokens::count_chat_tokens(&messages, model, tools.as_deref());
-    let result = if text_bytes >= GIL_RELEASE_MIN_BYTES { py.detach(count) } else { count() };
+    let result = if text_bytes >= GIL_RELEASE_MIN_BYTES {
+        py.detach(count)
+    } else {
+        count()
+    };
     let result = result.map_err(|e| PyTypeError::new_err(e.to_string()))?;
-    Ok(TokenCount { tokens: result.tokens, exact: result.exact, encoding: result.encoding.as_str().to_owned() })
+    Ok(TokenCount {
+        tokens: result.tokens,
+        exact: result.exact,
+        encoding: result.encoding.as_str().to_owned(),
+    })
 }
 
 #[pyfunction]
@@ -80,14 +94,21 @@ fn json_list(obj: &Bound<'_, PyAny>, what: &str, text_bytes: &mut usize) -> PyRe
         tuple.iter().collect()
     } else {
         let kind = obj.get_type().name()?;
-        return Err(PyTypeError::new_err(format!("{what} must be a list of dicts, not {kind}")));
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a list of dicts, not {kind}"
+        )));
     };
-    items.iter().map(|item| to_json(item, 0, text_bytes)).collect()
+    items
+        .iter()
+        .map(|item| to_json(item, 0, text_bytes))
+        .collect()
 }
 
 fn to_json(obj: &Bound<'_, PyAny>, depth: usize, text_bytes: &mut usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!("messages nest deeper than {MAX_DEPTH} levels")));
+        return Err(PyValueError::new_err(format!(
+            "messages nest deeper than {MAX_DEPTH} levels"
+        )));
     }
     if obj.is_none() {
         return Ok(Value::Null);
@@ -103,7 +124,12 @@ fn to_json(obj: &Bound<'_, PyAny>, depth: usize, text_bytes: &mut usize) -> PyRe
     if obj.cast::<PyInt>().is_ok() {
         return Ok(match obj.extract::<i64>() {
             Ok(i) => Value::from(i),
-            Err(_) => Value::Number(obj.str()?.to_str()?.parse::<Number>().unwrap_or_else(|_| Number::from(0))),
+            Err(_) => Value::Number(
+                obj.str()?
+                    .to_str()?
+                    .parse::<Number>()
+                    .unwrap_or_else(|_| Number::from(0)),
+            ),
         });
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
@@ -122,12 +148,16 @@ fn to_json(obj: &Bound<'_, PyAny>, depth: usize, text_bytes: &mut usize) -> PyRe
         return Ok(Value::Object(map));
     }
     if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
-        let items: PyResult<Vec<Value>> =
-            obj.try_iter()?.map(|item| to_json(&item?, depth + 1, text_bytes)).collect();
+        let items: PyResult<Vec<Value>> = obj
+            .try_iter()?
+            .map(|item| to_json(&item?, depth + 1, text_bytes))
+            .collect();
         return Ok(Value::Array(items?));
     }
     let kind = obj.get_type().name()?;
-    Err(PyTypeError::new_err(format!("cannot count tokens of a {kind} value in a message")))
+    Err(PyTypeError::new_err(format!(
+        "cannot count tokens of a {kind} value in a message"
+    )))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -36,7 +36,11 @@ pub fn scan_merge_count(ranks: &Ranks, piece: &[u8]) -> usize {
     }
     let mut parts: Vec<(usize, u32)> = (0..piece.len())
         .map(|i| {
-            let rank = if i + 2 <= piece.len() { rank_of(ranks, &piece[i..i + 2]) } else { u32::MAX };
+            let rank = if i + 2 <= piece.len() {
+                rank_of(ranks, &piece[i..i + 2])
+            } else {
+                u32::MAX
+            };
             (i, rank)
         })
         .collect();
@@ -92,7 +96,10 @@ pub fn heap_merge_count(ranks: &Ranks, piece: &[u8]) -> usize {
     let mut pair: Vec<u32> = vec![NONE; n];
     let mut buckets: rustc_hash::FxHashMap<u32, Vec<u32>> = Default::default();
     let mut pending: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
-    let wait = |buckets: &mut rustc_hash::FxHashMap<u32, Vec<u32>>, pending: &mut BinaryHeap<Reverse<u32>>, rank: u32, s: u32| {
+    let wait = |buckets: &mut rustc_hash::FxHashMap<u32, Vec<u32>>,
+                pending: &mut BinaryHeap<Reverse<u32>>,
+                rank: u32,
+                s: u32| {
         let bucket = buckets.entry(rank).or_default();
         if bucket.is_empty() {
             pending.push(Reverse(rank));
@@ -115,7 +122,10 @@ pub fn heap_merge_count(ranks: &Ranks, piece: &[u8]) -> usize {
     };
     let mut segments = n;
     while let Some(Reverse(rank)) = pending.pop() {
-        let mut waiting = buckets.get_mut(&rank).map(std::mem::take).unwrap_or_default();
+        let mut waiting = buckets
+            .get_mut(&rank)
+            .map(std::mem::take)
+            .unwrap_or_default();
         waiting.sort_unstable();
         let mut paused_at = None;
         for (index, &s) in waiting.iter().enumerate() {
@@ -169,7 +179,10 @@ mod tests {
         for b in 0..=255u8 {
             ranks.insert(vec![b], b as u32);
         }
-        for (i, tok) in ["aa", "aaaa", "ab", "ba", "aab", "bb", "abab"].iter().enumerate() {
+        for (i, tok) in ["aa", "aaaa", "ab", "ba", "aab", "bb", "abab"]
+            .iter()
+            .enumerate()
+        {
             ranks.insert(tok.as_bytes().to_vec(), 256 + i as u32);
         }
         ranks
@@ -181,8 +194,14 @@ mod tests {
         // All strings over {a, b} up to length 12.
         for len in 1..=12u32 {
             for bits in 0..(1u32 << len) {
-                let s: Vec<u8> = (0..len).map(|i| if bits >> i & 1 == 1 { b'b' } else { b'a' }).collect();
-                assert_eq!(scan_merge_count(&ranks, &s), heap_merge_count(&ranks, &s), "{s:?}");
+                let s: Vec<u8> = (0..len)
+                    .map(|i| if bits >> i & 1 == 1 { b'b' } else { b'a' })
+                    .collect();
+                assert_eq!(
+                    scan_merge_count(&ranks, &s),
+                    heap_merge_count(&ranks, &s),
+                    "{s:?}"
+                );
             }
         }
     }
@@ -194,13 +213,27 @@ mod tests {
         for b in 0..=255u8 {
             ranks.insert(vec![b], b as u32);
         }
-        for (tok, rank) in [("abc", 256), ("ca", 257), ("bc", 300), ("ab", 301), ("cc", 302), ("cab", 258), ("abca", 259)] {
+        for (tok, rank) in [
+            ("abc", 256),
+            ("ca", 257),
+            ("bc", 300),
+            ("ab", 301),
+            ("cc", 302),
+            ("cab", 258),
+            ("abca", 259),
+        ] {
             ranks.insert(tok.as_bytes().to_vec(), rank);
         }
         for len in 1..=9u32 {
             for code in 0..3u32.pow(len) {
-                let s: Vec<u8> = (0..len).map(|i| b"abc"[(code / 3u32.pow(i) % 3) as usize]).collect();
-                assert_eq!(scan_merge_count(&ranks, &s), heap_merge_count(&ranks, &s), "{s:?}");
+                let s: Vec<u8> = (0..len)
+                    .map(|i| b"abc"[(code / 3u32.pow(i) % 3) as usize])
+                    .collect();
+                assert_eq!(
+                    scan_merge_count(&ranks, &s),
+                    heap_merge_count(&ranks, &s),
+                    "{s:?}"
+                );
             }
         }
     }

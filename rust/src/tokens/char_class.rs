@@ -37,7 +37,10 @@ pub fn class_at(text: &[u8], pos: usize) -> (u8, usize) {
     let (cp, len) = decode_utf8(text, pos, b0);
     let slot = (cp >> 8) as usize * 2;
     let block = u16::from_le_bytes([TABLE[slot], TABLE[slot + 1]]) as usize;
-    (TABLE[BLOCK_INDEX_LEN + block * 256 + (cp & 0xff) as usize], len)
+    (
+        TABLE[BLOCK_INDEX_LEN + block * 256 + (cp & 0xff) as usize],
+        len,
+    )
 }
 
 /// Decode the (valid, since it comes from a `&str`) UTF-8 sequence starting with `b0`.
@@ -49,7 +52,10 @@ fn decode_utf8(text: &[u8], pos: usize, b0: u8) -> (u32, usize) {
     } else if b0 < 0xf0 {
         ((((b0 & 0x0f) as u32) << 12) | (cont(1) << 6) | cont(2), 3)
     } else {
-        ((((b0 & 0x07) as u32) << 18) | (cont(1) << 12) | (cont(2) << 6) | cont(3), 4)
+        (
+            (((b0 & 0x07) as u32) << 18) | (cont(1) << 12) | (cont(2) << 6) | cont(3),
+            4,
+        )
     }
 }
 

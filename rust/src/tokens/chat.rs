@@ -58,21 +58,35 @@ pub fn count_text_tokens(text: &str, model: &str) -> u64 {
 }
 
 /// Prompt tokens of a chat request.
-pub fn count_chat_tokens(messages: &[Value], model: &str, tools: Option<&[Value]>) -> Result<TokenCount, ChatShapeError> {
+pub fn count_chat_tokens(
+    messages: &[Value],
+    model: &str,
+    tools: Option<&[Value]>,
+) -> Result<TokenCount, ChatShapeError> {
     let info = model_info(model);
-    let counter = Counter { info, enc: encoding(info.encoding()) };
+    let counter = Counter {
+        info,
+        enc: encoding(info.encoding()),
+    };
     let mut total = 0i64;
     for (index, message) in messages.iter().enumerate() {
-        let fields = message
-            .as_object()
-            .ok_or_else(|| ChatShapeError(format!("messages[{index}] must be an object, not {}", kind(message))))?;
+        let fields = message.as_object().ok_or_else(|| {
+            ChatShapeError(format!(
+                "messages[{index}] must be an object, not {}",
+                kind(message)
+            ))
+        })?;
         total += counter.message(fields);
     }
     total += REPLY_PRIMING_TOKENS;
     if let Some(tools) = tools.filter(|t| !t.is_empty()) {
         total += counter.tools(tools)?;
     }
-    Ok(TokenCount { tokens: info.scale(total.max(0) as u64), exact: info.is_exact(), encoding: info.encoding() })
+    Ok(TokenCount {
+        tokens: info.scale(total.max(0) as u64),
+        exact: info.is_exact(),
+        encoding: info.encoding(),
+    })
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -108,8 +122,12 @@ impl Counter {
         let mut total = self.info.tokens_per_message;
         for (key, value) in fields {
             total += match (key.as_str(), value) {
-                ("content", Value::Array(parts)) => parts.iter().map(|p| self.content_part(p)).sum(),
-                ("tool_calls", Value::Array(calls)) => calls.iter().map(|c| self.tool_call(c)).sum(),
+                ("content", Value::Array(parts)) => {
+                    parts.iter().map(|p| self.content_part(p)).sum()
+                }
+                ("tool_calls", Value::Array(calls)) => {
+                    calls.iter().map(|c| self.tool_call(c)).sum()
+                }
                 (_, value) => self.json(value),
             };
             if key == "name" {
@@ -127,9 +145,16 @@ impl Counter {
             Some("text") => fields.get("text").map_or(0, |t| self.json(t)),
             Some("image_url") => {
                 let image = fields.get("image_url");
-                let url = image.and_then(|i| i.as_str().or_else(|| i.get("url")?.as_str())).unwrap_or("");
+                let url = image
+                    .and_then(|i| i.as_str().or_else(|| i.get("url")?.as_str()))
+                    .unwrap_or("");
                 let detail = image.and_then(|i| i.get("detail")?.as_str());
-                image_tokens(url, detail, self.info.image_base_tokens, self.info.image_tile_tokens) as i64
+                image_tokens(
+                    url,
+                    detail,
+                    self.info.image_base_tokens,
+                    self.info.image_tile_tokens,
+                ) as i64
             }
             _ => self.json(part),
         }
@@ -138,7 +163,8 @@ impl Counter {
     fn tool_call(&self, call: &Value) -> i64 {
         match call.get("function") {
             Some(function) => {
-                function.get("name").map_or(0, |n| self.json(n)) + function.get("arguments").map_or(0, |a| self.json(a))
+                function.get("name").map_or(0, |n| self.json(n))
+                    + function.get("arguments").map_or(0, |a| self.json(a))
             }
             None => self.json(call),
         }
@@ -148,9 +174,12 @@ impl Counter {
         let mut total = 0;
         for (index, tool) in tools.iter().enumerate() {
             let function = tool.get("function").unwrap_or(tool);
-            let fields = function
-                .as_object()
-                .ok_or_else(|| ChatShapeError(format!("tools[{index}] must be an object, not {}", kind(tool))))?;
+            let fields = function.as_object().ok_or_else(|| {
+                ChatShapeError(format!(
+                    "tools[{index}] must be an object, not {}",
+                    kind(tool)
+                ))
+            })?;
             total += self.info.tool_function_init;
             let name = fields.get("name").and_then(Value::as_str).unwrap_or("");
             total += self.text(&format!("{name}:{}", description(fields)));
@@ -185,7 +214,10 @@ impl Counter {
 
 /// A definition's description without one trailing period, as the cookbook formats it.
 fn description(fields: &Map<String, Value>) -> &str {
-    let text = fields.get("description").and_then(Value::as_str).unwrap_or("");
+    let text = fields
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     text.strip_suffix('.').unwrap_or(text)
 }
 
@@ -211,13 +243,24 @@ mod tests {
             {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
             {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
         ]);
-        for (model, expected) in [("gpt-4o", 124), ("gpt-4o-mini", 124), ("gpt-4-0613", 129), ("gpt-3.5-turbo", 129)] {
+        for (model, expected) in [
+            ("gpt-4o", 124),
+            ("gpt-4o-mini", 124),
+            ("gpt-4-0613", 129),
+            ("gpt-3.5-turbo", 129),
+        ] {
             let result = count(messages.clone(), model, None);
             assert_eq!(result.tokens, expected, "{model}");
             assert!(result.exact);
         }
-        assert_eq!(count(messages.clone(), "gpt-3.5-turbo-0301", None).tokens, 127);
-        assert_eq!(count(messages, "gpt-4", None).encoding, EncodingName::Cl100kBase);
+        assert_eq!(
+            count(messages.clone(), "gpt-3.5-turbo-0301", None).tokens,
+            127
+        );
+        assert_eq!(
+            count(messages, "gpt-4", None).encoding,
+            EncodingName::Cl100kBase
+        );
     }
 
     #[test]
@@ -235,7 +278,10 @@ mod tests {
             {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
             {"role": "user", "content": "What's the weather like in San Francisco?"},
         ]);
-        assert_eq!(count(messages.clone(), "gpt-4o", Some(tools.clone())).tokens, 101);
+        assert_eq!(
+            count(messages.clone(), "gpt-4o", Some(tools.clone())).tokens,
+            101
+        );
         assert_eq!(count(messages, "gpt-4", Some(tools)).tokens, 105);
     }
 
@@ -251,12 +297,24 @@ mod tests {
             None,
         );
         assert_eq!(with_image.tokens, text_only + 85);
-        let named = count(json!([{"role": "user", "name": "bob", "content": "hi"}]), "gpt-4o", None).tokens;
+        let named = count(
+            json!([{"role": "user", "name": "bob", "content": "hi"}]),
+            "gpt-4o",
+            None,
+        )
+        .tokens;
         assert_eq!(named, text_only + 1 + 1); // "bob" is one token, plus tokens_per_name
-        let claude = count(json!([{"role": "user", "content": "hi"}]), "claude-3-5-sonnet-latest", None);
+        let claude = count(
+            json!([{"role": "user", "content": "hi"}]),
+            "claude-3-5-sonnet-latest",
+            None,
+        );
         assert!(!claude.exact);
         assert_eq!(claude.tokens, (text_only as f64 * 1.25).ceil() as u64);
         let err = count_chat_tokens(&[json!("hi")], "gpt-4o", None).unwrap_err();
-        assert_eq!(err.to_string(), "messages[0] must be an object, not a string");
+        assert_eq!(
+            err.to_string(),
+            "messages[0] must be an object, not a string"
+        );
     }
 }

@@ -67,8 +67,12 @@ impl Encoding {
     fn load(name: EncodingName) -> Self {
         // Written by rust/build.rs: the tokens in rank order, each a length byte then bytes.
         let table: &[u8] = match name {
-            EncodingName::O200kBase => include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.ranks")),
-            EncodingName::Cl100kBase => include_bytes!(concat!(env!("OUT_DIR"), "/cl100k_base.ranks")),
+            EncodingName::O200kBase => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.ranks"))
+            }
+            EncodingName::Cl100kBase => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/cl100k_base.ranks"))
+            }
         };
         let mut ranks = Ranks::with_capacity_and_hasher(200_000, Default::default());
         let mut pos = 0;
@@ -107,7 +111,11 @@ impl Encoding {
     }
 
     #[inline(always)]
-    fn count_piece(&self, piece: &[u8], cache: &mut rustc_hash::FxHashMap<Box<[u8]>, u32>) -> usize {
+    fn count_piece(
+        &self,
+        piece: &[u8],
+        cache: &mut rustc_hash::FxHashMap<Box<[u8]>, u32>,
+    ) -> usize {
         if piece.len() == 1 || self.ranks.contains_key(piece) {
             return 1;
         }
@@ -133,7 +141,10 @@ mod tests {
     #[test]
     fn vocabularies_are_complete() {
         assert_eq!(encoding(EncodingName::O200kBase).vocabulary_size(), 199_998);
-        assert_eq!(encoding(EncodingName::Cl100kBase).vocabulary_size(), 100_256);
+        assert_eq!(
+            encoding(EncodingName::Cl100kBase).vocabulary_size(),
+            100_256
+        );
     }
 
     #[test]
@@ -154,12 +165,19 @@ mod tests {
         ];
         let pairs = [
             (EncodingName::O200kBase, tiktoken_rs::o200k_base_singleton()),
-            (EncodingName::Cl100kBase, tiktoken_rs::cl100k_base_singleton()),
+            (
+                EncodingName::Cl100kBase,
+                tiktoken_rs::cl100k_base_singleton(),
+            ),
         ];
         for (name, reference) in pairs {
             let enc = encoding(name);
             for text in samples {
-                assert_eq!(enc.count(text), reference.encode_ordinary(text).len(), "{name:?} {text:?}");
+                assert_eq!(
+                    enc.count(text),
+                    reference.encode_ordinary(text).len(),
+                    "{name:?} {text:?}"
+                );
             }
         }
     }
@@ -168,7 +186,12 @@ mod tests {
     fn long_single_character_runs_are_counted() {
         let enc = encoding(EncodingName::O200kBase);
         let reference = tiktoken_rs::o200k_base_singleton();
-        for text in ["a".repeat(3000), " ".repeat(3000), "😀".repeat(500), "\n".repeat(999)] {
+        for text in [
+            "a".repeat(3000),
+            " ".repeat(3000),
+            "😀".repeat(500),
+            "\n".repeat(999),
+        ] {
             assert_eq!(enc.count(&text), reference.encode_ordinary(&text).len());
         }
     }

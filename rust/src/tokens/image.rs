@@ -54,7 +54,9 @@ pub fn data_url_image_size(url: &str) -> Option<(u32, u32)> {
     }
     // JPEG's size sits after its metadata segments (EXIF can be ~64 KB); decode at most 256 KB.
     let take = payload.len().min(256 * 1024) / 4 * 4;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(&payload[..take]).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&payload[..take])
+        .ok()?;
     image_size(&bytes)
 }
 
@@ -143,9 +145,14 @@ mod tests {
         let gif = b"GIF89a\x40\x01\xf0\x00";
         assert_eq!(image_size(gif), Some((320, 240)));
         // SOI, APP0 (length 4), SOF0 with height 480 and width 640.
-        let jpeg = [0xff, 0xd8, 0xff, 0xe0, 0, 4, 0, 0, 0xff, 0xc0, 0, 17, 8, 0x01, 0xe0, 0x02, 0x80];
+        let jpeg = [
+            0xff, 0xd8, 0xff, 0xe0, 0, 4, 0, 0, 0xff, 0xc0, 0, 17, 8, 0x01, 0xe0, 0x02, 0x80,
+        ];
         assert_eq!(image_size(&jpeg), Some((640, 480)));
-        let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
+        let url = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png)
+        );
         // 4000×3000 → 2048×1536 → 1024×768 → 2×2 tiles.
         assert_eq!(image_tokens(&url, None, 85, 170), 765);
         assert_eq!(data_url_image_size("data:image/png;base64,!!!!"), None);

@@ -63,8 +63,12 @@ pub const GEMINI_FACTOR: f64 = 1.0;
 
 const O200K: Tokenizer = Tokenizer::Exact(EncodingName::O200kBase);
 const CL100K: Tokenizer = Tokenizer::Exact(EncodingName::Cl100kBase);
-const CLAUDE: Tokenizer = Tokenizer::Estimated { factor: CLAUDE_FACTOR };
-const GEMINI: Tokenizer = Tokenizer::Estimated { factor: GEMINI_FACTOR };
+const CLAUDE: Tokenizer = Tokenizer::Estimated {
+    factor: CLAUDE_FACTOR,
+};
+const GEMINI: Tokenizer = Tokenizer::Estimated {
+    factor: GEMINI_FACTOR,
+};
 
 const fn model(tokenizer: Tokenizer, context_window: u32) -> ModelInfo {
     let tool_function_init = match tokenizer {
@@ -83,7 +87,11 @@ const fn model(tokenizer: Tokenizer, context_window: u32) -> ModelInfo {
 }
 
 const fn with_image_costs(info: ModelInfo, base: u32, tile: u32) -> ModelInfo {
-    ModelInfo { image_base_tokens: base, image_tile_tokens: tile, ..info }
+    ModelInfo {
+        image_base_tokens: base,
+        image_tile_tokens: tile,
+        ..info
+    }
 }
 
 /// (prefix, info); the longest matching prefix wins.
@@ -91,7 +99,10 @@ static MODELS: &[(&str, ModelInfo)] = &[
     // o200k_base
     ("gpt-4o", model(O200K, 128_000)),
     // gpt-4o-mini bills images at ~33× the tokens (same price per image as gpt-4o).
-    ("gpt-4o-mini", with_image_costs(model(O200K, 128_000), 2833, 5667)),
+    (
+        "gpt-4o-mini",
+        with_image_costs(model(O200K, 128_000), 2833, 5667),
+    ),
     ("chatgpt-4o", model(O200K, 128_000)),
     ("gpt-4.1", model(O200K, 1_047_576)),
     ("gpt-4.5", model(O200K, 128_000)),
@@ -118,7 +129,11 @@ static MODELS: &[(&str, ModelInfo)] = &[
     // The cookbook: gpt-3.5-turbo-0301 used 4 tokens per message and -1 per name.
     (
         "gpt-3.5-turbo-0301",
-        ModelInfo { tokens_per_message: 4, tokens_per_name: -1, ..model(CL100K, 4_096) },
+        ModelInfo {
+            tokens_per_message: 4,
+            tokens_per_name: -1,
+            ..model(CL100K, 4_096)
+        },
     ),
     ("text-embedding-3-small", model(CL100K, 8_191)),
     ("text-embedding-3-large", model(CL100K, 8_191)),
@@ -154,7 +169,10 @@ fn base_name(model: &str) -> String {
 /// model and counts exactly, with no context window.
 pub fn model_info(model: &str) -> ModelInfo {
     if let Some(name) = EncodingName::from_name(model) {
-        return ModelInfo { context_window: None, ..self::model(Tokenizer::Exact(name), 0) };
+        return ModelInfo {
+            context_window: None,
+            ..self::model(Tokenizer::Exact(name), 0)
+        };
     }
     model_info_for_prefix(&base_name(model))
 }
@@ -178,16 +196,28 @@ mod tests {
 
     #[test]
     fn dated_variants_find_their_family() {
-        assert_eq!(model_info("gpt-4o-2024-08-06").encoding(), EncodingName::O200kBase);
+        assert_eq!(
+            model_info("gpt-4o-2024-08-06").encoding(),
+            EncodingName::O200kBase
+        );
         assert_eq!(context_window("gpt-4o-mini-2024-07-18"), Some(128_000));
         assert_eq!(context_window("gpt-4-0613"), Some(8_192));
         assert_eq!(context_window("gpt-4-turbo-2024-04-09"), Some(128_000));
-        assert_eq!(model_info("gpt-4-0613").encoding(), EncodingName::Cl100kBase);
+        assert_eq!(
+            model_info("gpt-4-0613").encoding(),
+            EncodingName::Cl100kBase
+        );
         assert_eq!(context_window("gpt-4.1-mini-2025-04-14"), Some(1_047_576));
         assert_eq!(context_window("o3-mini-2025-01-31"), Some(200_000));
         assert_eq!(context_window("openai/gpt-4o"), Some(128_000));
-        assert_eq!(context_window("ft:gpt-4o-mini-2024-07-18:acme::abc123"), Some(128_000));
-        assert_eq!(model_info("text-embedding-3-small").encoding(), EncodingName::Cl100kBase);
+        assert_eq!(
+            context_window("ft:gpt-4o-mini-2024-07-18:acme::abc123"),
+            Some(128_000)
+        );
+        assert_eq!(
+            model_info("text-embedding-3-small").encoding(),
+            EncodingName::Cl100kBase
+        );
     }
 
     #[test]

@@ -186,7 +186,10 @@ fn symbols_end(t: &[u8], p: usize) -> Option<usize> {
 /// The whitespace alternatives, starting at a whitespace character `p`.
 /// o200k: `\s*[\r\n]+|\s+(?!\S)|\s+`; cl100k: `\s++$|\s*[\r\n]|\s+(?!\S)|\s`.
 fn whitespace_end(t: &[u8], p: usize, f0: u8, len0: usize, cl100k: bool) -> usize {
-    debug_assert!(f0 & SPACE != 0, "every non-space character matched an earlier alternative");
+    debug_assert!(
+        f0 & SPACE != 0,
+        "every non-space character matched an earlier alternative"
+    );
     let mut e = p;
     let mut after_last_newline = None;
     let mut last_char_start = p;
