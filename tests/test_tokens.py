@@ -49,6 +49,13 @@ def test_counts_equal_tiktoken_on_generated_text(reference: dict[str, Any], text
         assert count_tokens(text, encoding) == len(reference[encoding].encode_ordinary(text)), encoding
 
 
+def test_lone_surrogates_count_as_tiktoken_counts_them(reference: dict[str, Any]) -> None:
+    for text in ["a\ud800b", "pair \ud83d\ude00 and lone \udfff", "\ud800" * 10]:
+        assert count_tokens(text) == len(reference["o200k_base"].encode_ordinary(text)), repr(text)
+    message_text = count_chat_tokens([{"role": "user", "content": "x\ud800"}]).tokens
+    assert message_text == count_chat_tokens([{"role": "user", "content": "x\ufffd"}]).tokens
+
+
 def test_special_token_text_counts_as_plain_text(reference: dict[str, Any]) -> None:
     text = "<|endoftext|> and <|im_start|>"
     assert count_tokens(text) == len(reference["o200k_base"].encode_ordinary(text)) > 3

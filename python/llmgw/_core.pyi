@@ -29,8 +29,9 @@ class TokenCount:
 def count_tokens(text: str, model: str = "gpt-4o") -> int:
     """Number of tokens `text` becomes for `model` (exactly tiktoken's `encode_ordinary` length
     for OpenAI models; an estimate for others). Special-token text such as `<|endoftext|>` is
-    counted as plain text. `model` may also be an encoding name (`"o200k_base"`,
-    `"cl100k_base"`). The GIL is released for texts of 64 KB or more."""
+    counted as plain text; lone surrogates are replaced as tiktoken replaces them. `model` may
+    also be an encoding name (`"o200k_base"`, `"cl100k_base"`). The first use of an encoding
+    loads its table (~40 ms); the GIL is released for texts of 64 KB or more."""
 
 def count_chat_tokens(
     messages: list[dict[str, object]], model: str = "gpt-4o", tools: list[dict[str, object]] | None = None

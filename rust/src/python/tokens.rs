@@ -5,6 +5,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
 
 /// Inputs at least this large are counted with the GIL released: below it the detach/attach
 /// round trip is a visible share of the call (a 1 KB prompt takes a few µs), above it other
@@ -46,11 +47,26 @@ impl TokenCount {
 
 #[pyfunction]
 #[pyo3(signature = (text, model = "gpt-4o"))]
-fn count_tokens(py: Python<'_>, text: &str, model: &str) -> u64 {
-    if text.len() >= GIL_RELEASE_MIN_BYTES {
-        py.detach(|| tokens::count_text_tokens(text, model))
+fn count_tokens(py: Python<'_>, text: &Bound<'_, PyString>, model: &str) -> PyResult<u64> {
+    let text = utf8_of(text)?;
+    Ok(if text.len() >= GIL_RELEASE_MIN_BYTES {
+        py.detach(|| tokens::count_text_tokens(&text, model))
     } else {
-        tokens::count_text_tokens(text, model)
+        tokens::count_text_tokens(&text, model)
+    })
+}
+
+/// The UTF-8 text of `s`. A str holding lone surrogates (which UTF-8 cannot carry) is first
+/// cleaned as tiktoken cleans it — a UTF-16 round trip that pairs what it can and replaces the
+/// rest with U+FFFD — so counts stay equal to tiktoken's there too.
+fn utf8_of<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
+    match s.to_str() {
+        Ok(text) => Ok(Cow::Borrowed(text)),
+        Err(_) => {
+            let utf16 = s.call_method1("encode", ("utf-16", "surrogatepass"))?;
+            let cleaned = utf16.call_method1("decode", ("utf-16", "replace"))?;
+            Ok(Cow::Owned(cleaned.cast::<PyString>()?.to_str()?.to_owned()))
+        }
     }
 }
 
@@ -114,9 +130,9 @@ fn to_json(obj: &Bound<'_, PyAny>, depth: usize, text_bytes: &mut usize) -> PyRe
         return Ok(Value::Null);
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        let s = s.to_str()?;
+        let s = utf8_of(s)?;
         *text_bytes += s.len();
-        return Ok(Value::String(s.to_owned()));
+        return Ok(Value::String(s.into_owned()));
     }
     if let Ok(b) = obj.cast::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
