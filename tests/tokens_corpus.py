@@ -123,6 +123,12 @@ def corpus() -> dict[str, str]:
         "run-apostrophes": "'s" * 2000,
         "run-slashes": "/\n" * 2000,
         "random-latin1-50k": random_latin1(50_000),
+        # Pieces either side of the 256-byte switch from the scan merge to the bucketed one.
+        "pieces-near-256-bytes": " ".join(
+            ["a" * n for n in (255, 256, 257)]
+            + ["".join(random.Random(n).choices("abcdefghijklmnopqrstuvwxyz", k=n)) for n in (200, 255, 256, 400)]
+            + ["é" * n for n in (127, 128, 129)]
+        ),
         "utf8-size-mix": ("aé中😀" * 250_000)[:1_000_000],
     }
     return texts
