@@ -14,6 +14,9 @@
 //! `key:type:description` (descriptions without one trailing '.'), and for an enum −3 + per item
 //! 3 + its tokens; 12 once after all functions. Both `{"type": "function", "function": {...}}`
 //! and bare (legacy `functions=`) definitions are accepted.
+//!
+//! For models counted by estimate (Claude, Gemini, unknown) the whole OpenAI-formula total,
+//! images included, is scaled by the model's factor; their own image formulas are not modelled.
 
 use super::encoding::{encoding, Encoding, EncodingName};
 use super::image::image_tokens;
