@@ -4,6 +4,7 @@
 pub mod sse;
 pub mod ratelimit;
 pub mod embed;
+pub mod tokens;
 
 #[cfg(feature = "python")]
 mod python;

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod sse;
 mod ratelimit;
 mod embed;
+mod tokens;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -13,5 +14,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sse::register(m)?;
     ratelimit::register(m)?;
     embed::register(m)?;
+    tokens::register(m)?;
     Ok(())
 }
