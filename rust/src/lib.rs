@@ -2,6 +2,7 @@
 //! `python/` is the thin PyO3 shell compiled only with the `python` feature (maturin turns it on).
 
 pub mod sse;
+pub mod simcache;
 
 #[cfg(feature = "python")]
 mod python;
