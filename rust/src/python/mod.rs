@@ -4,10 +4,12 @@
 use pyo3::prelude::*;
 
 mod sse;
+mod simcache;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     sse::register(m)?;
+    simcache::register(m)?;
     Ok(())
 }

@@ -5,14 +5,15 @@
 
 use super::kernels::Kernels;
 
-/// k-means rounds. Clustered 384-d data settles in ~6; more rounds did not change recall@1.
-const KMEANS_ROUNDS: usize = 8;
-/// Training sample per centroid: 48 points each estimate a centroid well enough and bound the
-/// training cost at 48 × lists × lists × dim multiply-adds per round.
-const SAMPLE_PER_LIST: usize = 48;
+/// k-means rounds: 8 rounds gave the same recall@1 (1.000, clustered 100k × 384) as 6, for a third more build time.
+const KMEANS_ROUNDS: usize = 6;
+/// Training sample per centroid: 32 points each estimate a centroid well enough and bound the
+/// training cost at 32 × lists × lists × dim multiply-adds per round.
+const SAMPLE_PER_LIST: usize = 32;
 
-/// Number of partitions for `n` rows: ≈ 2·√n, which balances scanning the centroids against
-/// scanning the probed lists (measured best between 1·√n and 4·√n at 100k × 384).
+/// Number of partitions for `n` rows: ≈ 2·√n, the usual IVF rule that balances scanning the
+/// centroids (2·√n rows) against scanning the probed lists (probes · √n / 2 rows). Not tuned
+/// further: at 100k it already gives p50 ≈ 100 µs with recall@1 1.000 on clustered data.
 pub fn list_count(n: usize) -> usize {
     ((2.0 * (n as f64).sqrt()).round() as usize).clamp(1, n.max(1))
 }
