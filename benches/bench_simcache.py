@@ -2,7 +2,7 @@
 
 Run the full table (sizes 1k, 10k, 100k, 1M; ~5 minutes, ~6 GB RAM at 1M):
 
-    python benches/bench_simcache.py [--sizes 1000,10000,100000,1000000] [--random]
+    python benches/bench_simcache.py [--sizes 1000,10000,100000,1000000] [--random-sizes 10000,100000]
 
 It prints, per size and data set: p50/p99 µs per query for each contender, the ratio of numpy's
 p50 to ours, recall@1 against exact search, and build time. `pytest benches/bench_simcache.py`
@@ -132,22 +132,21 @@ def bench_size(n: int, n_queries: int, kind: str, with_usearch: bool) -> list[Re
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
-    parser.add_argument("--random", action="store_true", help="also run i.i.d. Gaussian data")
+    parser.add_argument("--random-sizes", default="10000,100000", help="sizes for i.i.d. Gaussian data ('' = skip)")
     parser.add_argument("--usearch-max", type=int, default=10_000, help="largest size to build usearch at")
     args = parser.parse_args()
     print(f"kernel: {SimilarityIndex(DIM).kernel}; dim {DIM}; times are per query including the Python call")
-    kinds = ["clustered"] + (["random"] if args.random else [])
-    for kind in kinds:
-        for n in [int(s) for s in args.sizes.split(",")]:
-            n_queries = 1000 if n <= 100_000 else 200
-            results = bench_size(n, n_queries, kind, with_usearch=n <= args.usearch_max)
-            base = results[0].p50_us
-            print(f"\n{kind} n={n:,} queries={n_queries}")
-            print(f"  {'contender':34} {'p50 µs':>9} {'p99 µs':>9} {'numpy/this':>10} {'recall@1':>8} {'build s':>8}")
-            for r in results:
-                recall = "-" if r.recall is None else f"{r.recall:.3f}"
-                print(f"  {r.name:34} {r.p50_us:9.1f} {r.p99_us:9.1f} {base / r.p50_us:9.1f}x {recall:>8} {r.build_s:8.2f}")
-
+    runs = [("clustered", int(s)) for s in args.sizes.split(",") if s]
+    runs += [("random", int(s)) for s in args.random_sizes.split(",") if s]
+    for kind, n in runs:
+        n_queries = 1000 if n <= 100_000 else 200
+        results = bench_size(n, n_queries, kind, with_usearch=n <= args.usearch_max)
+        base = results[0].p50_us
+        print(f"\n{kind} n={n:,} queries={n_queries}")
+        print(f"  {'contender':34} {'p50 µs':>9} {'p99 µs':>9} {'numpy/this':>10} {'recall@1':>8} {'build s':>8}")
+        for r in results:
+            recall = "-" if r.recall is None else f"{r.recall:.3f}"
+            print(f"  {r.name:34} {r.p50_us:9.1f} {r.p99_us:9.1f} {base / r.p50_us:9.1f}x {recall:>8} {r.build_s:8.2f}", flush=True)
 
 # --- pytest-benchmark micro-benchmarks (side by side in one run) --------------------------------
 

@@ -285,7 +285,7 @@ impl SimilarityIndex {
     }
 
     fn search(&self, namespace: &str, vector: &[f32], k: usize, threshold: f32, now: f64) -> Result<Vec<Match>, SimcacheError> {
-        let query = Query::new(vector, self.config.dim, self.config.quantization == Quantization::I8)?;
+        let query = Query::new(vector, self.config.dim)?;
         if k == 0 {
             return Ok(Vec::new());
         }

@@ -4,6 +4,7 @@
 //! only the rows of its `probes` nearest partitions (see `namespace.rs`).
 
 use super::kernels::Kernels;
+use super::vector::quantize_i8_into;
 
 /// k-means rounds: 8 rounds gave the same recall@1 (1.000, clustered 100k × 384) as 6, for a third more build time.
 const KMEANS_ROUNDS: usize = 6;
@@ -34,19 +35,26 @@ impl Rng {
 }
 
 /// For each row of `rows` (unit vectors, `dim` wide), the index of the nearest centroid (largest
-/// dot product). Splits the rows across the available cores (2 here: halves build time).
+/// dot product), compared on i8 codes: the VNNI i8 kernel is ~2.5× faster than f32 here and
+/// an occasional near-tie going to the neighbouring partition does not hurt, since queries
+/// probe 16 partitions. Splits the rows across the available cores (2 here).
 pub fn nearest_centroids(rows: &[f32], centroids: &[f32], dim: usize, kernels: &Kernels) -> Vec<u32> {
     let n = rows.len() / dim;
     let mut out = vec![0u32; n];
+    let mut centroid_codes = Vec::with_capacity(centroids.len());
+    let factors: Vec<f32> = centroids.chunks_exact(dim).map(|c| quantize_i8_into(c, &mut centroid_codes)).collect();
+    let (centroid_codes, factors) = (&centroid_codes, &factors);
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n.div_ceil(1024)).max(1);
     let per = n.div_ceil(threads);
     std::thread::scope(|scope| {
         for (chunk_rows, chunk_out) in rows.chunks(per * dim).zip(out.chunks_mut(per)) {
             scope.spawn(move || {
-                let mut scores = vec![0f32; centroids.len() / dim];
+                let mut dots = vec![0i32; factors.len()];
+                let mut codes = Vec::with_capacity(dim);
                 for (row, slot) in chunk_rows.chunks_exact(dim).zip(chunk_out.iter_mut()) {
-                    (kernels.dots_f32)(row, centroids, &mut scores);
-                    *slot = argmax(&scores) as u32;
+                    codes.clear();
+                    quantize_i8_into(row, &mut codes);
+                    *slot = nearest_by_codes(&codes, centroid_codes, factors, &mut dots, kernels) as u32;
                 }
             });
         }
@@ -54,10 +62,16 @@ pub fn nearest_centroids(rows: &[f32], centroids: &[f32], dim: usize, kernels: &
     out
 }
 
-pub fn argmax(scores: &[f32]) -> usize {
+/// Index of the centroid whose i8 codes (scaled by `factors`) best match `codes`; `dots` is
+/// scratch space of one i32 per centroid.
+pub fn nearest_by_codes(codes: &[i8], centroid_codes: &[i8], factors: &[f32], dots: &mut [i32], kernels: &Kernels) -> usize {
+    (kernels.dots_i8)(codes, centroid_codes, dots);
     let mut best = 0;
-    for (i, s) in scores.iter().enumerate() {
-        if *s > scores[best] {
+    let mut best_score = f32::NEG_INFINITY;
+    for (i, (d, f)) in dots.iter().zip(factors).enumerate() {
+        let score = *d as f32 * f;
+        if score > best_score {
+            best_score = score;
             best = i;
         }
     }

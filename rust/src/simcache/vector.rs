@@ -43,10 +43,12 @@ pub struct Query {
 }
 
 impl Query {
-    pub fn new(v: &[f32], dim: usize, quantized: bool) -> Result<Query, SimcacheError> {
+    /// Codes are always made (≈0.3 µs at 384-d): partitioned namespaces choose partitions with
+    /// them even when rows are scanned in f32.
+    pub fn new(v: &[f32], dim: usize) -> Result<Query, SimcacheError> {
         let vector = normalized(v, dim)?;
-        let mut codes = Vec::new();
-        let code_factor = if quantized { quantize_i8_into(&vector, &mut codes) } else { 0.0 };
+        let mut codes = Vec::with_capacity(dim);
+        let code_factor = quantize_i8_into(&vector, &mut codes);
         Ok(Query { vector, codes, code_factor })
     }
 }
