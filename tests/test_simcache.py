@@ -71,6 +71,7 @@ def test_top_k_is_best_first(index: SimilarityIndex) -> None:
     hits = index.top_k("ns", axis(0), 3, now=0.0)
     assert [p for _, p in hits] == [b"\x00", b"\x01", b"\x02"]
     assert hits[0][0] >= hits[1][0] >= hits[2][0]
+    assert len(index.top_k("ns", axis(0), 10**12, now=0.0)) == 6
 
 
 def test_ttl_expired_entries_are_not_returned(index: SimilarityIndex) -> None:

@@ -66,7 +66,7 @@ impl PySimilarityIndex {
 #[pymethods]
 impl PySimilarityIndex {
     #[new]
-    #[pyo3(signature = (dim, max_entries = 100_000, quantization = "none", approximate_threshold = None, probes = None))]
+    #[pyo3(signature = (dim, max_entries = 100_000, quantization = "i8", approximate_threshold = None, probes = None))]
     fn new(dim: usize, max_entries: usize, quantization: &str, approximate_threshold: Option<usize>, probes: Option<usize>) -> PyResult<Self> {
         let mut config = IndexConfig::new(dim, max_entries, Quantization::parse(quantization).map_err(to_py_err)?);
         if let Some(t) = approximate_threshold {

@@ -233,7 +233,7 @@ impl SimilarityIndex {
         recency.remove(id);
         if let Some(ns) = state.namespaces.get_mut(&entry.namespace) {
             ns.remove(id);
-            if ns.len() == 0 {
+            if ns.is_empty() {
                 state.namespaces.remove(&entry.namespace);
             }
         }

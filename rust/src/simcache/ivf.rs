@@ -82,7 +82,7 @@ pub fn nearest_by_codes(codes: &[i8], centroid_codes: &[i8], factors: &[f32], do
 /// random sample point so every partition stays in use.
 pub fn train_centroids(rows: &[f32], dim: usize, lists: usize, kernels: &Kernels) -> Vec<f32> {
     let n = rows.len() / dim;
-    let mut rng = Rng::new(0x5EED_0F_1CE5 ^ n as u64);
+    let mut rng = Rng::new(0x005E_ED0F_1CE5 ^ n as u64);
     let sample_size = (lists * SAMPLE_PER_LIST).min(n);
     let sample: Vec<f32> = if sample_size == n {
         rows.to_vec()

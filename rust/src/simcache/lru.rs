@@ -24,6 +24,10 @@ impl RecencyList {
         self.links.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
     /// Adds `id` as the most recently used (moves it there if already present).
     pub fn touch(&mut self, id: u64) {
         debug_assert_ne!(id, NONE);

@@ -50,6 +50,10 @@ impl Namespace {
         self.locations.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.locations.is_empty()
+    }
+
     pub fn is_partitioned(&self) -> bool {
         !self.centroids.is_empty()
     }
@@ -95,6 +99,11 @@ impl Namespace {
 
     /// The `k` best live rows as (exact cosine, id), best first.
     pub fn search(&self, query: &Query, now: f64, k: usize, probes: usize, kernels: &Kernels) -> Vec<(f32, u64)> {
+        // Never hold more candidates than rows (a caller's k = 10⁹ must not allocate for 10⁹).
+        let k = k.min(self.len());
+        if k == 0 {
+            return Vec::new();
+        }
         let shortlist = if self.quantized { k.max(RERANK_SHORTLIST) } else { k };
         let mut best = BestCandidates::new(shortlist);
         for block in self.blocks_to_scan(query, probes, kernels) {

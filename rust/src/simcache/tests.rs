@@ -74,6 +74,7 @@ fn top_k_is_sorted_and_bounded() {
     assert_eq!(payloads, vec![0, 1, 2]);
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
     assert!(idx.top_k("ns", &axis(0), 0, 0.0).unwrap().is_empty());
+    assert_eq!(idx.top_k("ns", &axis(0), usize::MAX, 0.0).unwrap().len(), 10, "k beyond the row count returns every row");
 }
 
 #[test]

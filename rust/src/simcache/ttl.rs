@@ -37,10 +37,18 @@ pub fn is_live(expires_at: f64, now: f64) -> bool {
 /// Decides when the next full sweep is due.
 #[derive(Debug, Clone)]
 pub struct SweepSchedule {
+    /// Wall-clock second at which the next sweep is due.
     next_at: f64,
 }
 
+impl Default for SweepSchedule {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SweepSchedule {
+    /// The first call to `due` is always due.
     pub fn new() -> Self {
         SweepSchedule { next_at: f64::NEG_INFINITY }
     }
