@@ -21,7 +21,9 @@ use super::vector::{normalized, Query};
 /// µs, not worth any recall risk, so exact search stays up to 2k.
 pub const DEFAULT_APPROXIMATE_THRESHOLD: usize = 2_000;
 /// Partitions scanned per query: 16 of 2·√n gave recall@1 1.000 on clustered 384-d data at
-/// 10k and 100k (benches/bench_simcache.py); 8 lost recall on the harder 64-d test set.
+/// 10k, 100k and 1M (benches/bench_simcache.py). 8 also gave 1.000 at 100k (p50 56 vs 94 µs)
+/// but lost recall (288/300 vs 296/300) on 64-d queries lying between clusters; 16 is the safer
+/// default and `probes` is a constructor argument.
 pub const DEFAULT_PROBES: usize = 16;
 
 /// How rows are stored for the scan. Stored vectors are always kept in f32 too: results carry

@@ -11,8 +11,8 @@ use super::ttl;
 use super::vector::{quantize_i8_into, Query};
 
 /// Quantised scores are re-ranked exactly for this many of the best rows (or k if larger):
-/// i8 cosine error is ~1e-3, and on clustered 384-d data the true best was always within the
-/// best 16 approximate ones; 32 leaves margin at ~3 µs of f32 dot products.
+/// 32 f32 dot products of 384-d cost about a microsecond, and with them recall@1 measured
+/// 1.000 against exact f32 search at every benchmarked size on clustered data.
 const RERANK_SHORTLIST: usize = 32;
 
 pub struct Namespace {
