@@ -5,6 +5,7 @@ pub mod sse;
 pub mod ratelimit;
 pub mod embed;
 pub mod tokens;
+pub mod simcache;
 
 #[cfg(feature = "python")]
 mod python;

@@ -7,6 +7,7 @@ mod sse;
 mod ratelimit;
 mod embed;
 mod tokens;
+mod simcache;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     embed::register(m)?;
     tokens::register(m)?;
+    simcache::register(m)?;
     Ok(())
 }
