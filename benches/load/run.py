@@ -143,10 +143,11 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 class Gateway:
     """`llmgw serve --config examples/bench.yaml` on a free port, pinned to the gateway core."""
 
-    def __init__(self, upstream_url: str, log: Path, probe_body: bytes = REQUEST_BODY) -> None:
+    def __init__(self, upstream_url: str, log: Path, probe_body: bytes = REQUEST_BODY,
+                 transport: str = "fast") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        env = {**os.environ, "LLMGW_BENCH_UPSTREAM": upstream_url}
+        env = {**os.environ, "LLMGW_BENCH_UPSTREAM": upstream_url, "LLMGW_BENCH_TRANSPORT": transport}
         argv = pinned(GATEWAY_CORE, [sys.executable, "-m", "llmgw.cli", "serve", "--config", str(GATEWAY_CONFIG),
                                      "--port", str(self.port)])
         self._log = log.open("wb")
@@ -259,6 +260,16 @@ def measure(plan: Plan, upstream: Upstream, body_file: Path, log_dir: Path, with
     finally:
         if gw is not None:
             gw.stop()
+    # The same gateway on the aiohttp transport, the baseline that decided the default (DESIGN.md §6).
+    gw_aio = Gateway(upstream.json_url, log_dir / "gateway-aiohttp.log", transport="aiohttp") if with_gateway else None
+    if gw_aio is not None:
+        try:
+            print("  aiohttp transport: gateway ...", flush=True)
+            out["aiohttp_latency_c1"] = llmgw_bench(gw_aio.url, *c1)
+            out["aiohttp_throughput_wrk"] = wrk(gw_aio.url, duration=plan.throughput_s,
+                                                connections=plan.concurrency, body_file=body_file)
+        finally:
+            gw_aio.stop()
     # Streams need the SSE upstream behind the gateway: a second gateway, started only now.
     gw_sse = Gateway(upstream.sse_url, log_dir / "gateway-sse.log", STREAM_BODY) if with_gateway else None
     try:
@@ -319,6 +330,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(_row(f"latency p99, c={meta['concurrency']}, wrk", _us(w["direct"]["latency_us"]["p99"] / 1000),
                           _us(g["latency_us"]["p99"] / 1000) if g else "n/a",
                           "+" + _us((g["latency_us"]["p99"] - w["direct"]["latency_us"]["p99"]) / 1000) if g else "n/a"))
+    if m.get("aiohttp_throughput_wrk") and w["direct"] is not None:
+        a, d = m["aiohttp_throughput_wrk"], w["direct"]
+        lines.append(_row(f"req/s, c={meta['concurrency']}, wrk — gateway on the aiohttp transport",
+                          f"{d['requests_per_s']:,.0f}", f"{a['requests_per_s']:,.0f}",
+                          f"× {a['requests_per_s'] / d['requests_per_s']:.2f}"))
+    if m.get("aiohttp_latency_c1"):
+        d, a = m["latency_c1"]["direct"]["latency_ms"], m["aiohttp_latency_c1"]["latency_ms"]
+        lines.append(_row("latency p50, c=1 — gateway on the aiohttp transport", _us(d["p50"]), _us(a["p50"]),
+                          "+" + _us(a["p50"] - d["p50"])))
     b = m["throughput_llmgw_bench"]
     bd, bg = b["direct"]["throughput"]["requests_per_s"], (b["gateway"] or {}).get("throughput", {}).get("requests_per_s")
     lines.append(_row(f"req/s, c={meta['concurrency']}, llmgw bench", f"{bd:,.0f}",

@@ -15,11 +15,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from llmgw._core import SseParser
 from llmgw.errors import GatewayError
-from llmgw.providers.base import ErrorClass, UpstreamRequest, classify_openai_style_error, registry, retry_after_seconds
+from llmgw.providers.base import (
+    ErrorClass,
+    UpstreamRequest,
+    classify_openai_style_error,
+    registry,
+    retry_after_seconds,
+)
 from llmgw.translate.anthropic import TranslationError, anthropic_to_openai_response, openai_to_anthropic_request
 from llmgw.translate.anthropic_stream import AnthropicStreamError, AnthropicToOpenAIStream
+from llmgw.streams import SseStreamReader
 from llmgw.transport import UpstreamProtocolError
 
 if TYPE_CHECKING:
@@ -98,49 +104,33 @@ def _openai_type(anthropic_type: str | None) -> str | None:
     return anthropic_type
 
 
-class AnthropicStreamReader:
-    """Anthropic SSE bytes → OpenAI chunk dicts (the adapter's StreamTranslator).
+class AnthropicStreamReader(SseStreamReader):
+    """Anthropic SSE bytes → OpenAI chunk dicts (the adapter's StreamTranslator)."""
 
-    A failure (error event, malformed event) is raised on the call after the one that read it, so
-    the chunks translated before it in the same read still reach the client ahead of the error.
-    """
-
-    __slots__ = ("_parser", "_upstream", "_translator", "_failure")
+    __slots__ = ("_translator",)
 
     def __init__(self, upstream: str, model: str, include_usage: bool = False) -> None:
-        self._parser = SseParser()
-        self._upstream = upstream
+        super().__init__(upstream)
         self._translator = AnthropicToOpenAIStream(model, include_usage=include_usage)
-        self._failure: UpstreamProtocolError | None = None
 
     @property
     def done(self) -> bool:
         return self._translator.done
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        if self._failure is not None:
-            raise self._failure
-        out: list[dict[str, Any]] = []
-        translate = self._translator.event
+    def on_event(self, event: Any, out: list[dict[str, Any]]) -> None:
         try:
-            for event in self._parser.feed(data):
-                payload = orjson.loads(event.data)
-                if not isinstance(payload, dict):
-                    raise orjson.JSONDecodeError("not an object", event.data, 0)
-                out.extend(translate(event.event or payload.get("type", ""), payload))
+            payload = orjson.loads(event.data)
         except orjson.JSONDecodeError:
-            self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event")
+            raise self.broken("sent a malformed stream event") from None
+        if not isinstance(payload, dict):
+            raise self.broken("sent a malformed stream event")
+        try:
+            out.extend(self._translator.event(event.event or payload.get("type", ""), payload))
         except AnthropicStreamError as exc:
-            self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {exc}")
-        if self._failure is not None and not out:
-            raise self._failure
-        return out
+            raise self.broken(f"failed mid-stream: {exc}") from None
 
-    def finish(self) -> list[dict[str, Any]]:
-        if self._failure is not None:
-            raise self._failure
-        self._parser.finish()
+    def on_end(self) -> list[dict[str, Any]]:
         try:
             return self._translator.finish()
         except AnthropicStreamError as exc:
-            raise UpstreamProtocolError(f"upstream {self._upstream!r} {exc}") from None
+            raise self.broken(str(exc)) from None

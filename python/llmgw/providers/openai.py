@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from llmgw._core import SseParser
 from llmgw.providers.base import (
     ErrorClass,
     UpstreamRequest,
@@ -18,6 +17,7 @@ from llmgw.providers.base import (
     registry,
     retry_after_seconds,
 )
+from llmgw.streams import SseStreamReader
 from llmgw.transport import UpstreamProtocolError
 
 if TYPE_CHECKING:
@@ -109,48 +109,29 @@ class OpenAIAdapter:
         )
 
 
-class OpenAIStreamReader:
-    """OpenAI SSE bytes → chunk dicts (used when chunks must be seen: plugins, other client formats).
+class OpenAIStreamReader(SseStreamReader):
+    """OpenAI SSE bytes → chunk dicts (used when chunks must be seen: plugins, other client formats)."""
 
-    A broken or error event is reported on the call AFTER the one that returns the chunks that
-    came before it in the same read, so no content that arrived before a failure is lost.
-    """
-
-    __slots__ = ("_parser", "_upstream", "_failure", "done")
+    __slots__ = ("done",)
 
     def __init__(self, upstream: str) -> None:
-        self._parser = SseParser()
-        self._upstream = upstream
-        self._failure: UpstreamProtocolError | None = None
+        super().__init__(upstream)
         self.done = False
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        if self._failure is not None:
-            raise self._failure
-        out = []
-        for event in self._parser.feed(data):
-            if event.data == "[DONE]":
-                self.done = True
-                continue
-            try:
-                chunk = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event")
-                break
-            if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-                err = chunk["error"]
-                msg = err.get("message") if isinstance(err, dict) else str(err)
-                self._failure = UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {msg}")
-                break
-            out.append(chunk)
-        if self._failure is not None and not out:
-            raise self._failure
-        return out
+    def on_event(self, event: Any, out: list[dict[str, Any]]) -> None:
+        if event.data == "[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise self.broken("sent a malformed stream event") from None
+        if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+            err = chunk["error"]
+            raise self.broken(f"failed mid-stream: {err.get('message') if isinstance(err, dict) else err}")
+        out.append(chunk)
 
-    def finish(self) -> list[dict[str, Any]]:
-        if self._failure is not None:
-            raise self._failure
-        self._parser.finish()
+    def on_end(self) -> list[dict[str, Any]]:
         if not self.done:
-            raise UpstreamProtocolError(f"upstream {self._upstream!r} ended the stream before [DONE]")
+            raise self.broken("ended the stream before [DONE]")
         return []

@@ -24,22 +24,20 @@ from typing import Any
 
 import orjson
 
-from llmgw._core import SseParser
-from llmgw.transport import UpstreamProtocolError
+from llmgw.streams import SseStreamReader
 from llmgw.translate.gemini import finish_reason, text_from_parts, tool_calls_from_parts, usage_from_gemini
 
 __all__ = ["GeminiStreamTranslator"]
 
 
-class GeminiStreamTranslator:
+class GeminiStreamTranslator(SseStreamReader):
     """State of one Gemini SSE stream being turned into OpenAI chunks (see the module docstring)."""
 
-    __slots__ = ("_parser", "_upstream", "_model", "_id", "_created", "_started", "_tool_counts", "_finished",
+    __slots__ = ("_model", "_id", "_created", "_started", "_tool_counts", "_finished",
                  "_usage", "_usage_sent", "_events")
 
     def __init__(self, upstream: str, model: str) -> None:
-        self._parser = SseParser()
-        self._upstream = upstream
+        super().__init__(upstream)
         self._model = model
         self._id = "chatcmpl-" + os.urandom(12).hex()
         self._created = int(time.time())
@@ -54,24 +52,20 @@ class GeminiStreamTranslator:
         return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
                 "choices": choices}
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for event in self._parser.feed(data):
-            if not event.data:
-                continue
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(f"upstream {self._upstream!r} sent a malformed stream event") from None
-            if not isinstance(payload, dict):
-                raise UpstreamProtocolError(f"upstream {self._upstream!r} sent a stream event that is not an object")
-            if "error" in payload:
-                err = payload["error"]
-                msg = err.get("message") if isinstance(err, dict) else str(err)
-                raise UpstreamProtocolError(f"upstream {self._upstream!r} failed mid-stream: {msg}")
-            self._events += 1
-            out.extend(self._translate(payload))
-        return out
+    def on_event(self, event: Any, out: list[dict[str, Any]]) -> None:
+        if not event.data:
+            return
+        try:
+            payload = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise self.broken("sent a malformed stream event") from None
+        if not isinstance(payload, dict):
+            raise self.broken("sent a stream event that is not an object")
+        if "error" in payload:
+            err = payload["error"]
+            raise self.broken(f"failed mid-stream: {err.get('message') if isinstance(err, dict) else err}")
+        self._events += 1
+        out.extend(self._translate(payload))
 
     def _translate(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         if payload.get("usageMetadata") is not None:
@@ -112,10 +106,9 @@ class GeminiStreamTranslator:
             self._usage_sent = True
         return out + finishing
 
-    def finish(self) -> list[dict[str, Any]]:
-        self._parser.finish()
+    def on_end(self) -> list[dict[str, Any]]:
         if self._events == 0 or not self._started or not self._finished >= self._started:
-            raise UpstreamProtocolError(f"upstream {self._upstream!r} ended the stream before the answer finished")
+            raise self.broken("ended the stream before the answer finished")
         if self._usage is not None and not self._usage_sent:
             self._usage_sent = True
             return [{**self._chunk([]), "usage": self._usage}]
