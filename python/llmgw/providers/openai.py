@@ -56,14 +56,17 @@ class OpenAIAdapter:
             raw = orjson.dumps(body)
         return UpstreamRequest("POST", self.path_for("chat/completions", model), self._headers, raw)
 
-    def chat_response(self, body: bytes, model: str) -> dict[str, Any]:
+    def _json_with_list(self, body: bytes, field: str, what: str) -> dict[str, Any]:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent invalid JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent a response without choices")
+        if not isinstance(data, dict) or not isinstance(data.get(field), list):
+            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent {what} without {field}")
         return data
+
+    def chat_response(self, body: bytes, model: str) -> dict[str, Any]:
+        return self._json_with_list(body, "choices", "a response")
 
     def stream_translator(self, model: str, *, include_usage: bool = False) -> OpenAIStreamReader:
         # The client's stream_options went upstream with the request: usage comes as asked.
@@ -77,12 +80,7 @@ class OpenAIAdapter:
 
     def embeddings_response(self, body: bytes, model: str) -> dict[str, Any]:
         """The upstream's embeddings list, answered under the client's model name."""
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent invalid JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise UpstreamProtocolError(f"upstream {self.upstream.name!r} sent an embeddings response without data")
+        data = self._json_with_list(body, "data", "an embeddings response")
         data["model"] = model
         return data
 
