@@ -136,12 +136,12 @@ impl Namespace {
         true
     }
 
-    /// Ids whose expiry has passed at `now` (tombstones are already removed, so not listed).
+    /// Ids whose expiry has passed at `now` (tombstones are removed already, so not listed).
     pub fn expired_ids(&self, now: f64) -> Vec<u64> {
         let mut out = Vec::new();
         for b in &self.blocks {
             for (id, exp) in b.ids.iter().zip(&b.expires) {
-                if !ttl::is_live(*exp, now) && *exp != TOMBSTONE {
+                if !ttl::is_live(*exp, now) && self.locations.contains_key(id) {
                     out.push(*id);
                 }
             }
@@ -236,11 +236,25 @@ impl Namespace {
         self.block_lens()
     }
 
-    /// Forgets a job that could not be started (called under the same lock as `start_job`, so
-    /// nothing was removed meanwhile and no tombstone exists).
+    /// Forgets a job that will not finish (its thread could not start, or failed), compacting
+    /// away the tombstones it left so removals can move rows again.
     pub fn cancel_job(&mut self) {
-        let job = self.job.take();
-        debug_assert!(job.is_some_and(|j| j.removed.is_empty()));
+        let Some(job) = self.job.take() else { return };
+        if job.removed.is_empty() {
+            return;
+        }
+        let mut locations = HashMap::with_capacity(self.locations.len());
+        for (b, old) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
+            let mut block = RowBlock::new(self.dim, self.quantized);
+            for r in 0..old.len() {
+                if self.locations.contains_key(&old.ids[r]) {
+                    let row = block.push(old.ids[r], old.expires[r], old.vector(r));
+                    locations.insert(old.ids[r], (b as u32, row as u32));
+                }
+            }
+            self.blocks.push(block);
+        }
+        self.locations = locations;
     }
 
     /// Rows per block, tombstones included.

@@ -180,3 +180,24 @@ fn training_on_every_row_is_available_and_equivalent() {
     assert!(idx.wait_idle(GENEROUS) && idx.is_partitioned("ns"));
     assert!(ids.iter().enumerate().all(|(i, id)| finds_itself(&idx, &points, i, *id, 0.0)));
 }
+
+#[test]
+fn a_cancelled_job_compacts_its_tombstones() {
+    // The path a failed job takes: the namespace must serve and remove rows normally after it.
+    let (_, points) = clustered(300, DIM, 10, 0.3, 12);
+    let k = Kernels::active();
+    let mut ns = namespace::Namespace::new(DIM, true);
+    for i in 0..300 {
+        ns.insert(i as u64 + 1, ttl::NEVER, row(&points, i), k);
+    }
+    ns.start_job(1);
+    for id in (1..=300).step_by(3) {
+        assert!(ns.remove(id));
+    }
+    ns.cancel_job();
+    assert!(!ns.is_retraining() && ns.len() == 200);
+    assert_eq!(ns.block_lens(), vec![200], "tombstones compacted away");
+    assert!(ns.remove(2) && ns.remove(300) && !ns.remove(1));
+    let query = vector::Query::new(row(&points, 4), DIM).unwrap();
+    assert_eq!(ns.search(&query, 0.0, 1, 16, k)[0].1, 5);
+}
