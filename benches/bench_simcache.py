@@ -5,7 +5,10 @@ Run the full table (sizes 1k, 10k, 100k, 1M; ~5 minutes, ~6 GB RAM at 1M):
     python benches/bench_simcache.py [--sizes 1000,10000,100000,1000000] [--random-sizes 10000,100000]
 
 It prints, per size and data set: p50/p99 µs per query for each contender, the ratio of numpy's
-p50 to ours, recall@1 against exact search, and build time. `pytest benches/bench_simcache.py`
+p50 to ours, recall@1 against exact search, and build time (insert_many + background training).
+First it prints the worst lookup latency a reader thread sees while a writer inserts past the
+re-training trigger (--stall-size, with a no-training control run), and build time and recall
+with k-means on a 32-rows-per-partition sample vs on every row (--sampling-size). `pytest benches/bench_simcache.py`
 runs the pytest-benchmark micro-benchmarks (10k and 100k, side by side with numpy).
 
 Data: "clustered" = 1000 Gaussian centres in 384-d, stored points scattered around them;
@@ -251,6 +254,7 @@ def clustered(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray, S
     data, queries = make_data(request.param, 64, "clustered")
     index = SimilarityIndex(DIM, max_entries=request.param, quantization="i8")
     index.insert_many("bench", data, [b""] * request.param)
+    wait_for_partitions(index)
     return normalise(data), queries, index
 
 
