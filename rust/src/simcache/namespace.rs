@@ -87,7 +87,9 @@ impl Namespace {
             centroid_codes,
             centroid_factors,
             blocks: (0..lists).map(|_| RowBlock::new(dim, quantized)).collect(),
-            locations: HashMap::new(),
+            // Room up to the next re-training (2 × trained_len): this map then never grows under
+            // the write lock; the next job builds the next one off the lock.
+            locations: HashMap::with_capacity(2 * trained_len),
             trained_len,
             job: None,
         }
