@@ -1,7 +1,8 @@
 //! Background (re-)training of a namespace's partitions, so no lookup or insert waits for k-means.
 //!
 //! Training used to run inside the insert that crossed the size trigger, under the index's write
-//! lock: ~1.7 s at 100k × 384 and tens of seconds at 1M during which every namespace stalled.
+//! lock: worst lookup 0.93-0.99 s at 100k × 384 (benches/bench_simcache.py), tens of seconds at
+//! 1M, during which every namespace stalled.
 //! Now that insert only starts a job (one per namespace at a time, identified by a generation
 //! number unique in the index) and returns. The job, on its own thread:
 //!
