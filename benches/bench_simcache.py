@@ -5,7 +5,10 @@ Run the full table (sizes 1k, 10k, 100k, 1M; ~5 minutes, ~6 GB RAM at 1M):
     python benches/bench_simcache.py [--sizes 1000,10000,100000,1000000] [--random-sizes 10000,100000]
 
 It prints, per size and data set: p50/p99 µs per query for each contender, the ratio of numpy's
-p50 to ours, recall@1 against exact search, and build time. `pytest benches/bench_simcache.py`
+p50 to ours, recall@1 against exact search, and build time (insert_many + background training).
+First it prints the worst lookup latency a reader thread sees while a writer inserts past the
+re-training trigger (--stall-size, with a no-training control run), and build time and recall
+with k-means on a 32-rows-per-partition sample vs on every row (--sampling-size). `pytest benches/bench_simcache.py`
 runs the pytest-benchmark micro-benchmarks (10k and 100k, side by side with numpy).
 
 Data: "clustered" = 1000 Gaussian centres in 384-d, stored points scattered around them;
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +106,7 @@ def bench_size(n: int, n_queries: int, kind: str, with_usearch: bool) -> list[Re
         payloads = [b""] * n
         t0 = time.perf_counter()
         ids = index.insert_many("bench", data, payloads)
+        wait_for_partitions(index)
         build = time.perf_counter() - t0
         row_of = {i: r for r, i in enumerate(ids)}
 
@@ -129,13 +134,106 @@ def bench_size(n: int, n_queries: int, kind: str, with_usearch: bool) -> list[Re
     return results
 
 
+def wait_for_partitions(index: SimilarityIndex) -> None:
+    """Partitions are trained in the background: wait so lookups are measured on them (builds
+    without `wait_idle` trained synchronously inside the insert)."""
+    if hasattr(index, "wait_idle"):
+        assert index.wait_idle(600.0), "background training did not finish in 10 minutes"
+
+
+@dataclass
+class StallResult:
+    reader_p50_us: float
+    reader_p99_us: float
+    reader_max_us: float
+    lookups: int
+    writer_s: float
+    retrain_s: float
+
+
+def bench_stall(n: int, control: bool = False) -> StallResult:
+    """Worst lookup latency seen by a reader thread while a writer inserts past the re-training
+    trigger at `n` rows: the namespace is bulk-loaded to n/2 (trained there, so the next training
+    is due at n), then the writer inserts up to n + 1% in batches of 100.
+
+    `control=True` runs the same writer against a second index that never trains: the worst
+    latency that remains is the GIL (5 ms switch interval) and CPU sharing, not the index."""
+    data, queries = make_data(n + n // 100, 256, "clustered")
+    index = SimilarityIndex(DIM, max_entries=2 * n, quantization="i8")
+    half = n // 2
+    index.insert_many("bench", data[:half], [b""] * half)
+    wait_for_partitions(index)
+    target = SimilarityIndex(DIM, max_entries=2 * n, quantization="i8", approximate_threshold=10**12) if control else index
+    stop = threading.Event()
+    latencies: list[float] = []
+
+    def reader() -> None:
+        for q in itertools.cycle(queries):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter_ns()
+            index.best_match("bench", q, -1.0)
+            latencies.append((time.perf_counter_ns() - t0) / 1000)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    t0 = time.perf_counter()
+    for start in range(half, len(data), 100):
+        batch = data[start : start + 100]
+        target.insert_many("bench", batch, [b""] * len(batch))
+    writer_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    wait_for_partitions(index)
+    retrain_s = time.perf_counter() - t1
+    time.sleep(0.2)  # a few lookups on the new partitions too
+    stop.set()
+    thread.join()
+    arr = np.array(latencies)
+    return StallResult(float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), float(arr.max()), len(arr), writer_s, retrain_s)
+
+
+def bench_sampling(n: int) -> list[tuple[str, float, float]]:
+    """Build time (insert_many + training) and recall@1 with k-means trained on a sample of 32
+    rows per partition (default) vs on every row."""
+    data, queries = make_data(n, 300, "clustered")
+    matrix = normalise(data)
+    truth = [int(np.argmax(matrix @ normalise(q))) for q in queries]
+    out = []
+    variants = [("sample 32/partition (default)", None)]
+    if hasattr(SimilarityIndex, "wait_idle"):  # builds with background training also take the knob
+        variants.append(("every row", 0))
+    for name, per_list in variants:
+        kwargs = {} if per_list is None else {"training_sample_per_list": per_list}
+        index = SimilarityIndex(DIM, max_entries=n, quantization="i8", **kwargs)
+        t0 = time.perf_counter()
+        ids = index.insert_many("bench", data, [b""] * n)
+        wait_for_partitions(index)
+        build = time.perf_counter() - t0
+        row_of = {i: r for r, i in enumerate(ids)}
+        found = [row_of[index.top_k_ids("bench", q, 1)[0][1]] for q in queries]
+        out.append((name, build, float(np.mean(np.array(found) == np.array(truth)))))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
     parser.add_argument("--random-sizes", default="10000,100000", help="sizes for i.i.d. Gaussian data ('' = skip)")
     parser.add_argument("--usearch-max", type=int, default=10_000, help="largest size to build usearch at")
+    parser.add_argument("--stall-size", type=int, default=100_000, help="re-training trigger for the stall test (0 = skip)")
+    parser.add_argument("--sampling-size", type=int, default=100_000, help="size for sampled vs full k-means (0 = skip)")
     args = parser.parse_args()
     print(f"kernel: {SimilarityIndex(DIM).kernel}; dim {DIM}; times are per query including the Python call")
+    if args.stall_size:
+        print(f"\nreader-thread lookups while a writer inserts {args.stall_size // 2 + args.stall_size // 100:,} rows in batches of 100")
+        for label, control in (("past the re-training trigger at n", False), ("into another index (no training)", True)):
+            s = bench_stall(args.stall_size, control)
+            print(f"  {label:36} p50 {s.reader_p50_us:6.1f} µs  p99 {s.reader_p99_us:6.1f} µs  worst {s.reader_max_us / 1000:7.1f} ms  "
+                  f"({s.lookups} lookups; writer {s.writer_s:.2f} s, training after it {s.retrain_s:.2f} s)", flush=True)
+    if args.sampling_size:
+        print(f"\nk-means training sample, clustered n={args.sampling_size:,} (build = insert_many + training)")
+        for name, build, recall in bench_sampling(args.sampling_size):
+            print(f"  {name:32} build {build:6.2f} s  recall@1 {recall:.3f}", flush=True)
     runs = [("clustered", int(s)) for s in args.sizes.split(",") if s]
     runs += [("random", int(s)) for s in args.random_sizes.split(",") if s]
     for kind, n in runs:
@@ -156,6 +254,7 @@ def clustered(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray, S
     data, queries = make_data(request.param, 64, "clustered")
     index = SimilarityIndex(DIM, max_entries=request.param, quantization="i8")
     index.insert_many("bench", data, [b""] * request.param)
+    wait_for_partitions(index)
     return normalise(data), queries, index
 
 

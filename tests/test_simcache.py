@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,7 @@ def test_insert_many_and_approximate_recall_on_clustered_data() -> None:
     queries = centres[rng.integers(0, clusters, 200)] + 0.35 * rng.standard_normal((200, dim), dtype=np.float32)
     index = SimilarityIndex(dim, max_entries=n, quantization="i8", approximate_threshold=1000)
     ids = index.insert_many("ns", data, [i.to_bytes(4, "little") for i in range(n)])
+    assert index.wait_idle(60.0)
     assert len(ids) == n and index.is_approximate("ns")
     unit = data / np.linalg.norm(data, axis=1, keepdims=True)
     hits = 0
@@ -158,3 +160,89 @@ def test_properties_and_repr() -> None:
     assert (index.dim, index.max_entries, index.quantization, index.approximate_threshold, index.probes) == (384, 10, "i8", 50, 4)
     assert index.kernel in {"avx512+vnni", "avx512", "avx2", "neon", "scalar"}
     assert "SimilarityIndex(dim=384" in repr(index)
+
+
+# --- background (re-)training ------------------------------------------------------------------
+
+RDIM = 32
+
+
+def clustered_rows(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((30, RDIM), dtype=np.float32)
+    return centres[rng.integers(0, 30, n)] + 0.3 * rng.standard_normal((n, RDIM), dtype=np.float32)
+
+
+def finds_itself(index: SimilarityIndex, vector: np.ndarray, entry: int, now: float = 0.0) -> bool:
+    hits = index.top_k_ids("ns", vector, 1, now=now)
+    return bool(hits) and hits[0][1] == entry and hits[0][0] > 0.999
+
+
+def test_training_runs_in_background_and_honours_changes_made_meanwhile() -> None:
+    rows = clustered_rows(1800, seed=3)
+    index = SimilarityIndex(RDIM, max_entries=10_000, approximate_threshold=1000)
+    index.hold_retraining(True)
+    before = index.insert_many("ns", rows[:1200], [b"before"] * 1200, now=0.0)
+    assert index.is_retraining("ns") and not index.is_approximate("ns")
+    assert index.wait_retraining_held(60.0)
+    assert index.wait_idle(0.05) is False  # held: cannot finish
+    # Mid-training: lookups answer (exactly), inserts, deletes and TTL expiry go on.
+    assert all(finds_itself(index, rows[i], before[i]) for i in range(0, 1200, 3))
+    during = [index.insert("ns", rows[i], b"during", now=0.0) for i in range(1200, 1600)]
+    mortal = [index.insert("ns", rows[i], b"mortal", ttl_s=5, now=0.0) for i in range(1600, 1800)]
+    deleted = {before[i] for i in range(0, 1200, 10)} | {during[j] for j in range(0, 400, 4)}
+    assert all(index.delete(entry) for entry in deleted)
+    assert index.purge_expired(now=10.0) == 200
+    assert index.is_retraining("ns")
+    index.hold_retraining(False)
+    assert index.wait_idle(60.0)
+    assert index.is_approximate("ns") and not index.is_retraining("ns")
+    stored = list(zip(range(1600), before + during, strict=True))
+    assert index.namespace_len("ns") == 1600 - len(deleted)
+    for i, entry in stored:
+        assert finds_itself(index, rows[i], entry, now=10.0) == (entry not in deleted), f"row {i}"
+    assert not any(finds_itself(index, rows[1600 + k], entry, now=10.0) for k, entry in enumerate(mortal))
+
+
+def test_a_lookup_from_another_thread_returns_while_training_is_held() -> None:
+    rows = clustered_rows(1500, seed=4)
+    index = SimilarityIndex(RDIM, max_entries=10_000, approximate_threshold=1000)
+    index.hold_retraining(True)
+    ids = index.insert_many("ns", rows, [b""] * 1500)
+    assert index.wait_retraining_held(60.0)
+    results: list[bool] = []
+    reader = threading.Thread(target=lambda: results.append(all(finds_itself(index, rows[i], ids[i]) for i in range(0, 1500, 15))))
+    reader.start()
+    reader.join(timeout=60.0)
+    assert results == [True] and index.is_retraining("ns")
+    index.hold_retraining(False)
+    assert index.wait_idle(60.0) and index.is_approximate("ns")
+
+
+def test_loaded_snapshot_answers_while_it_trains(tmp_path: Path) -> None:
+    rows = clustered_rows(1500, seed=5)
+    index = SimilarityIndex(RDIM, max_entries=10_000, approximate_threshold=1000)
+    ids = index.insert_many("ns", rows, [b"x"] * 1500)
+    assert index.wait_idle(60.0) and index.is_approximate("ns")
+    path = tmp_path / "trained.simcache"
+    index.save(path)
+    loaded = SimilarityIndex.load(path, hold_retraining=True)
+    assert loaded.is_retraining("ns") and not loaded.is_approximate("ns")
+    assert all(finds_itself(loaded, rows[i], ids[i]) for i in range(0, 1500, 5))
+    loaded.hold_retraining(False)
+    assert loaded.wait_idle(60.0) and loaded.is_approximate("ns")
+    assert all(finds_itself(loaded, rows[i], ids[i]) for i in range(1500))
+    plain = SimilarityIndex.load(path)
+    assert plain.wait_idle(60.0) and plain.is_approximate("ns")
+
+
+def test_training_sample_option_and_timeout_validation() -> None:
+    rows = clustered_rows(1200, seed=6)
+    index = SimilarityIndex(RDIM, approximate_threshold=1000, training_sample_per_list=0)
+    assert index.training_sample_per_list == 0
+    assert SimilarityIndex(RDIM).training_sample_per_list == 32
+    ids = index.insert_many("ns", rows, [b""] * 1200)
+    assert index.wait_idle() and index.is_approximate("ns")
+    assert all(finds_itself(index, rows[i], ids[i]) for i in range(1200))
+    with pytest.raises(ValueError, match="timeout_s"):
+        index.wait_idle(-1.0)

@@ -259,9 +259,14 @@ class SimilarityIndex:
     recall@1 on i.i.d. random vectors is poor (0.26 at 10k; usearch HNSW: 0.49), as for any
     partitioned index; pass a huge ``approximate_threshold`` for exact search there.
     Partitions are (re-)trained when a namespace reaches the threshold and each time it doubles
-    since; that one insert takes long (measured on the loaded 2-core dev machine: ≈0.5 s at
-    10k, ≈6 s at 100k, ≈80 s at 1M) and blocks lookups meanwhile. Bulk-load with
-    ``insert_many`` (one training at the end) or restore a snapshot (``load`` trains once).
+    since, on a background thread: the insert that crosses the trigger returns at once, and
+    lookups and inserts go on meanwhile, served from the current layout (exact scan, or the old
+    partitions); no lock is held while k-means runs, the write lock only for the final swap.
+    Entries inserted, deleted, expired or evicted during training are all honoured. So right
+    after a large ``insert_many`` or ``load`` the namespace may still be searched exactly
+    (``is_approximate`` False, ``is_retraining`` True); ``wait_idle`` waits for training.
+    k-means trains on a sample of ``training_sample_per_list`` rows per partition (default 32;
+    0 = every row). A namespace transiently needs twice its row memory while it trains.
 
     ``quantization="i8"`` scans 1-byte codes (4× less memory traffic) and re-ranks the best 32
     exactly in f32; f32 vectors are kept too, so it costs 5 bytes per dimension vs 4.
@@ -274,10 +279,13 @@ class SimilarityIndex:
         quantization: str = "i8",
         approximate_threshold: int | None = None,
         probes: int | None = None,
+        training_sample_per_list: int | None = None,
     ) -> None:
         """``quantization`` is "i8" (default: same exact scores, 1.4–2.4× faster lookups than
         "none" in the benchmarks) or "none". ``approximate_threshold=None`` uses the measured
-        default (2000); pass a huge value to always search exactly. ``probes=None`` → 16."""
+        default (2000); pass a huge value to always search exactly. ``probes=None`` → 16.
+        ``training_sample_per_list=None`` → 32 sampled rows per partition for k-means; 0 trains
+        on every row (not kept in snapshots: a loaded index uses the default)."""
     @property
     def dim(self) -> int: ...
     @property
@@ -289,6 +297,8 @@ class SimilarityIndex:
     @property
     def probes(self) -> int: ...
     @property
+    def training_sample_per_list(self) -> int: ...
+    @property
     def kernel(self) -> str:
         """SIMD kernel chosen for this CPU at import: "avx512+vnni", "avx512", "avx2", "neon" or "scalar"."""
     def __len__(self) -> int:
@@ -297,6 +307,18 @@ class SimilarityIndex:
         """Stored entries of one namespace."""
     def is_approximate(self, namespace: str) -> bool:
         """Whether the namespace is currently searched through partitions."""
+    def is_retraining(self, namespace: str) -> bool:
+        """Whether a background job is (re-)training the namespace's partitions right now."""
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Block (GIL released) until no background training runs, including follow-up jobs a
+        finishing one starts; False if ``timeout_s`` passed first. None waits without limit.
+        For tests, benchmarks and warm-up after a bulk load; serving never needs it."""
+    def hold_retraining(self, hold: bool) -> None:
+        """Test hook: while True, training jobs pause at a barrier before their final catch-up
+        and swap (after assigning the rows present when they started), so a test can act
+        deterministically mid-training. False releases them."""
+    def wait_retraining_held(self, timeout_s: float) -> bool:
+        """Test hook: block until a held job has reached the barrier; False on timeout."""
     def insert(
         self, namespace: str, vector: _Buffer | bytes, payload: bytes, ttl_s: float | None = None, now: float | None = None
     ) -> int:
@@ -328,6 +350,9 @@ class SimilarityIndex:
         """Write a snapshot (versioned binary, magic "LLMGWSIM", CRC-32) atomically via a
         ``.tmp`` file and rename. Keeps entries, payloads, expiries and LRU order."""
     @staticmethod
-    def load(path: str | os.PathLike[str]) -> SimilarityIndex:
+    def load(path: str | os.PathLike[str], *, hold_retraining: bool = False) -> SimilarityIndex:
         """Read a snapshot written by ``save``. Raises SnapshotError for a file that is not a
-        snapshot, of an unknown version, truncated or corrupt; OSError if it cannot be read."""
+        snapshot, of an unknown version, truncated or corrupt; OSError if it cannot be read.
+        Returns without training: large namespaces are searched exactly until their background
+        training finishes. ``hold_retraining=True`` starts with those jobs held (test hook,
+        see ``hold_retraining``)."""

@@ -1,6 +1,7 @@
 //! PyO3 shell for `simcache::SimilarityIndex`: converts vectors, payloads and errors only.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
@@ -39,6 +40,10 @@ fn extract_floats(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
     buffer.to_vec(obj.py())
 }
 
+fn seconds(s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| PyValueError::new_err(format!("timeout_s must be a non-negative finite number, got {s}")))
+}
+
 fn now_or_clock(now: Option<f64>) -> f64 {
     now.unwrap_or_else(simcache::ttl::wall_clock_now)
 }
@@ -66,14 +71,17 @@ impl PySimilarityIndex {
 #[pymethods]
 impl PySimilarityIndex {
     #[new]
-    #[pyo3(signature = (dim, max_entries = 100_000, quantization = "i8", approximate_threshold = None, probes = None))]
-    fn new(dim: usize, max_entries: usize, quantization: &str, approximate_threshold: Option<usize>, probes: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (dim, max_entries = 100_000, quantization = "i8", approximate_threshold = None, probes = None, training_sample_per_list = None))]
+    fn new(dim: usize, max_entries: usize, quantization: &str, approximate_threshold: Option<usize>, probes: Option<usize>, training_sample_per_list: Option<usize>) -> PyResult<Self> {
         let mut config = IndexConfig::new(dim, max_entries, Quantization::parse(quantization).map_err(to_py_err)?);
         if let Some(t) = approximate_threshold {
             config.approximate_threshold = t;
         }
         if let Some(p) = probes {
             config.probes = p;
+        }
+        if let Some(s) = training_sample_per_list {
+            config.training_sample_per_list = s;
         }
         Ok(PySimilarityIndex { inner: simcache::SimilarityIndex::new(config).map_err(to_py_err)? })
     }
@@ -99,6 +107,10 @@ impl PySimilarityIndex {
         self.inner.config().probes
     }
     #[getter]
+    fn training_sample_per_list(&self) -> usize {
+        self.inner.config().training_sample_per_list
+    }
+    #[getter]
     fn kernel(&self) -> &'static str {
         self.inner.kernel_name()
     }
@@ -115,11 +127,31 @@ impl PySimilarityIndex {
         self.inner.is_partitioned(namespace)
     }
 
+    fn is_retraining(&self, namespace: &str) -> bool {
+        self.inner.is_retraining(namespace)
+    }
+
+    #[pyo3(signature = (timeout_s = None))]
+    fn wait_idle(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout_s.map(seconds).transpose()?;
+        Ok(py.detach(|| self.inner.wait_idle(timeout)))
+    }
+
+    fn hold_retraining(&self, hold: bool) {
+        self.inner.hold_retraining(hold);
+    }
+
+    fn wait_retraining_held(&self, py: Python<'_>, timeout_s: f64) -> PyResult<bool> {
+        let timeout = seconds(timeout_s)?;
+        Ok(py.detach(|| self.inner.wait_until_retraining_held(timeout)))
+    }
+
     #[pyo3(signature = (namespace, vector, payload, ttl_s = None, now = None))]
     fn insert(&self, py: Python<'_>, namespace: &str, vector: &Bound<'_, PyAny>, payload: &[u8], ttl_s: Option<f64>, now: Option<f64>) -> PyResult<u64> {
         let v = extract_floats(vector)?;
         let now = now_or_clock(now);
-        // An insert can re-train the namespace's partitions (up to seconds at 1M rows).
+        // Training no longer runs here, but the write lock may be busy with lookups: wait for it
+        // without the GIL so other Python threads run.
         let rows = self.inner.namespace_len(namespace);
         self.run(py, rows, |idx| idx.insert(namespace, &v, payload, ttl_s, now)).map_err(to_py_err)
     }
@@ -175,8 +207,9 @@ impl PySimilarityIndex {
     }
 
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| simcache::snapshot::load(&path)).map_err(to_py_err)?;
+    #[pyo3(signature = (path, *, hold_retraining = false))]
+    fn load(py: Python<'_>, path: PathBuf, hold_retraining: bool) -> PyResult<Self> {
+        let inner = py.detach(|| simcache::snapshot::load_with(&path, hold_retraining)).map_err(to_py_err)?;
         Ok(PySimilarityIndex { inner })
     }
 

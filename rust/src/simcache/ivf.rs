@@ -9,9 +9,10 @@ use super::vector::quantize_i8_into;
 /// k-means rounds: 8 rounds with 48 samples per list gave the same recall@1 (1.000, clustered
 /// 100k × 384) as 6 rounds with 32, for more build time.
 const KMEANS_ROUNDS: usize = 6;
-/// Training sample per centroid: 32 points each estimate a centroid well enough and bound the
-/// training cost at 32 × lists × lists × dim multiply-adds per round.
-const SAMPLE_PER_LIST: usize = 32;
+/// Default training sample per centroid: 32 points each estimate a centroid well enough and
+/// bound the training cost at 32 × lists × lists × dim multiply-adds per round (at 100k rows:
+/// 20,224 sample rows of 100k; benches/bench_simcache.py compares it with training on every row).
+pub const DEFAULT_SAMPLE_PER_LIST: usize = 32;
 
 /// Number of partitions for `n` rows: ≈ 2·√n, the usual IVF rule that balances scanning the
 /// centroids (2·√n rows) against scanning the probed lists (probes · √n / 2 rows). Not tuned
@@ -38,14 +39,14 @@ impl Rng {
 /// For each row of `rows` (unit vectors, `dim` wide), the index of the nearest centroid (largest
 /// dot product), compared on i8 codes: the VNNI i8 kernel is ~2.5× faster than f32 here and
 /// an occasional near-tie going to the neighbouring partition does not hurt, since queries
-/// probe 16 partitions. Splits the rows across the available cores (2 here).
-pub fn nearest_centroids(rows: &[f32], centroids: &[f32], dim: usize, kernels: &Kernels) -> Vec<u32> {
+/// probe 16 partitions. Splits the rows across up to `threads` threads.
+pub fn nearest_centroids(rows: &[f32], centroids: &[f32], dim: usize, kernels: &Kernels, threads: usize) -> Vec<u32> {
     let n = rows.len() / dim;
     let mut out = vec![0u32; n];
     let mut centroid_codes = Vec::with_capacity(centroids.len());
     let factors: Vec<f32> = centroids.chunks_exact(dim).map(|c| quantize_i8_into(c, &mut centroid_codes)).collect();
     let (centroid_codes, factors) = (&centroid_codes, &factors);
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n.div_ceil(1024)).max(1);
+    let threads = threads.min(n.div_ceil(1024)).max(1);
     let per = n.div_ceil(threads);
     std::thread::scope(|scope| {
         for (chunk_rows, chunk_out) in rows.chunks(per * dim).zip(out.chunks_mut(per)) {
@@ -79,29 +80,32 @@ pub fn nearest_by_codes(codes: &[i8], centroid_codes: &[i8], factors: &[f32], do
     best
 }
 
-/// Trains `lists` unit centroids on (a sample of) `rows`. Empty clusters are re-seeded from a
+/// Which of `total` rows to train on: `per_list` random rows (with replacement) per centroid,
+/// or every row when `per_list` is 0 or the sample would not be smaller. Sorted, so the copy
+/// walks the rows in order.
+pub fn sample_positions(total: usize, lists: usize, per_list: usize) -> Vec<usize> {
+    let size = if per_list == 0 { total } else { lists.saturating_mul(per_list).min(total) };
+    if size == total {
+        return (0..total).collect();
+    }
+    let mut rng = Rng::new(0x005E_ED0F_1CE5 ^ total as u64);
+    let mut positions: Vec<usize> = (0..size).map(|_| rng.below(total)).collect();
+    positions.sort_unstable();
+    positions
+}
+
+/// Trains `lists` unit centroids on every row of `sample`. Empty clusters are re-seeded from a
 /// random sample point so every partition stays in use.
-pub fn train_centroids(rows: &[f32], dim: usize, lists: usize, kernels: &Kernels) -> Vec<f32> {
-    let n = rows.len() / dim;
-    let mut rng = Rng::new(0x005E_ED0F_1CE5 ^ n as u64);
-    let sample_size = (lists * SAMPLE_PER_LIST).min(n);
-    let sample: Vec<f32> = if sample_size == n {
-        rows.to_vec()
-    } else {
-        let mut s = Vec::with_capacity(sample_size * dim);
-        for _ in 0..sample_size {
-            let r = rng.below(n);
-            s.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
-        }
-        s
-    };
+pub fn train_on_sample(sample: &[f32], dim: usize, lists: usize, kernels: &Kernels, threads: usize) -> Vec<f32> {
+    let sample_size = sample.len() / dim;
+    let mut rng = Rng::new(0x0C3E_A7E5 ^ sample_size as u64);
     let mut centroids = Vec::with_capacity(lists * dim);
     for _ in 0..lists {
         let r = rng.below(sample_size);
         centroids.extend_from_slice(&sample[r * dim..(r + 1) * dim]);
     }
     for _ in 0..KMEANS_ROUNDS {
-        let assignment = nearest_centroids(&sample, &centroids, dim, kernels);
+        let assignment = nearest_centroids(sample, &centroids, dim, kernels, threads);
         let mut sums = vec![0f64; lists * dim];
         let mut counts = vec![0usize; lists];
         for (row, &c) in sample.chunks_exact(dim).zip(&assignment) {
@@ -127,6 +131,13 @@ pub fn train_centroids(rows: &[f32], dim: usize, lists: usize, kernels: &Kernels
     centroids
 }
 
+/// Trains `lists` centroids on the default sample of `rows` (all in memory).
+pub fn train_centroids(rows: &[f32], dim: usize, lists: usize, kernels: &Kernels) -> Vec<f32> {
+    let positions = sample_positions(rows.len() / dim, lists, DEFAULT_SAMPLE_PER_LIST);
+    let sample: Vec<f32> = positions.iter().flat_map(|&r| rows[r * dim..(r + 1) * dim].iter().copied()).collect();
+    train_on_sample(&sample, dim, lists, kernels, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,11 +155,20 @@ mod tests {
         }
         let k = Kernels::active();
         let centroids = train_centroids(&rows, dim, 2, k);
-        let assignment = nearest_centroids(&rows, &centroids, dim, k);
+        let assignment = nearest_centroids(&rows, &centroids, dim, k, 2);
         for i in 0..200 {
             assert_eq!(assignment[i], assignment[i % 2], "row {i}");
         }
         assert_ne!(assignment[0], assignment[1]);
+    }
+
+    #[test]
+    fn sample_is_bounded_sorted_and_in_range() {
+        let p = sample_positions(100_000, 632, 32);
+        assert_eq!(p.len(), 632 * 32);
+        assert!(p.windows(2).all(|w| w[0] <= w[1]) && *p.last().unwrap() < 100_000);
+        assert_eq!(sample_positions(500, 20, 32), (0..500).collect::<Vec<_>>(), "a sample as large as the rows is every row");
+        assert_eq!(sample_positions(9_000, 190, 0).len(), 9_000, "0 per list means every row");
     }
 
     #[test]

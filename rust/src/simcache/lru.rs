@@ -20,6 +20,11 @@ pub struct RecencyList {
 }
 
 impl RecencyList {
+    /// An empty list with room for `capacity` ids without growing.
+    pub fn with_capacity(capacity: usize) -> Self {
+        RecencyList { links: HashMap::with_capacity(capacity), oldest: NONE, newest: NONE }
+    }
+
     pub fn len(&self) -> usize {
         self.links.len()
     }

@@ -4,7 +4,7 @@
 //!   AVX-512 (+VNNI), NEON), chosen once per process.
 //! - `vector`: normalisation (cosine = dot of unit vectors) and i8 quantisation.
 //! - `rows`: dense row storage and the scan; `ivf`: k-means partitioning;
-//!   `namespace`: one namespace's rows, exact or partitioned.
+//!   `namespace`: one namespace's rows, exact or partitioned; `retrain`: background training.
 //! - `ttl`, `lru`: expiry and recency; `index`: the thread-safe `SimilarityIndex`.
 //! - `snapshot`: versioned, checksummed save/load.
 
@@ -14,6 +14,7 @@ pub mod ivf;
 pub mod kernels;
 pub mod lru;
 pub mod namespace;
+mod retrain;
 pub mod rows;
 pub mod snapshot;
 pub mod ttl;
@@ -21,6 +22,8 @@ pub mod vector;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_retrain;
 
 pub use error::SimcacheError;
 pub use index::{IndexConfig, Match, Quantization, SimilarityIndex, DEFAULT_APPROXIMATE_THRESHOLD, DEFAULT_PROBES};

@@ -1,6 +1,12 @@
 //! One namespace's rows: a hard partition of the index (a lookup only ever scans its own
 //! namespace's rows), stored either as one block (exact search) or as k-means partitions
 //! (approximate: scan the `probes` nearest partitions).
+//!
+//! Re-training runs in the background (`retrain.rs`) while this namespace keeps serving from
+//! its current layout. During such a job row positions must stay stable so the trainer can copy
+//! rows in short read-locked chunks: removals then leave a tombstone (the row stays, marked
+//! dead and no longer in `locations`) instead of moving the last row into the hole, and inserts
+//! only append. `finish_job` replays what changed since onto the new layout.
 
 use std::collections::HashMap;
 
@@ -30,6 +36,28 @@ pub struct Namespace {
     locations: HashMap<u64, (u32, u32)>,
     /// Row count when the partitions were last trained (0 while exact).
     trained_len: usize,
+    /// The background re-training in flight, if any.
+    job: Option<JobLog>,
+}
+
+/// What a namespace records while a background re-training runs.
+struct JobLog {
+    generation: u64,
+    /// Ids removed since the job started (their rows are tombstones in the current layout).
+    removed: Vec<u64>,
+}
+
+/// Expiry written into a removed row while a job runs: never live at any `now`, so scans skip it.
+const TOMBSTONE: f64 = f64::NEG_INFINITY;
+
+/// What `plan` decides the namespace's layout needs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    Keep,
+    /// (Re-)train partitions in the background.
+    Train,
+    /// Go back to one exactly searched block (cheap: the namespace is small).
+    Flatten,
 }
 
 impl Namespace {
@@ -43,6 +71,27 @@ impl Namespace {
             blocks: vec![RowBlock::new(dim, quantized)],
             locations: HashMap::new(),
             trained_len: 0,
+            job: None,
+        }
+    }
+
+    /// An empty partitioned namespace around trained `centroids`, to be filled by a job.
+    pub fn with_centroids(dim: usize, quantized: bool, centroids: Vec<f32>, trained_len: usize) -> Self {
+        let mut centroid_codes = Vec::with_capacity(centroids.len());
+        let centroid_factors = centroids.chunks_exact(dim).map(|c| quantize_i8_into(c, &mut centroid_codes)).collect();
+        let lists = centroids.len() / dim;
+        Namespace {
+            dim,
+            quantized,
+            centroids,
+            centroid_codes,
+            centroid_factors,
+            blocks: (0..lists).map(|_| RowBlock::new(dim, quantized)).collect(),
+            // Room up to the next re-training (2 × trained_len): this map then never grows under
+            // the write lock; the next job builds the next one off the lock.
+            locations: HashMap::with_capacity(2 * trained_len),
+            trained_len,
+            job: None,
         }
     }
 
@@ -78,18 +127,23 @@ impl Namespace {
 
     pub fn remove(&mut self, id: u64) -> bool {
         let Some((block, row)) = self.locations.remove(&id) else { return false };
+        if let Some(job) = &mut self.job {
+            self.blocks[block as usize].expires[row as usize] = TOMBSTONE;
+            job.removed.push(id);
+            return true;
+        }
         if let Some(moved) = self.blocks[block as usize].swap_remove(row as usize) {
             self.locations.insert(moved, (block, row));
         }
         true
     }
 
-    /// Ids whose expiry has passed at `now`.
+    /// Ids whose expiry has passed at `now` (tombstones are removed already, so not listed).
     pub fn expired_ids(&self, now: f64) -> Vec<u64> {
         let mut out = Vec::new();
         for b in &self.blocks {
             for (id, exp) in b.ids.iter().zip(&b.expires) {
-                if !ttl::is_live(*exp, now) {
+                if !ttl::is_live(*exp, now) && self.locations.contains_key(id) {
                     out.push(*id);
                 }
             }
@@ -145,20 +199,113 @@ impl Namespace {
         order
     }
 
-    /// Switches between exact and partitioned layouts as the namespace grows or shrinks:
-    /// partition at `threshold` rows, re-train when the rows double since the last training
-    /// (amortised O(1) per insert), go back to one block below `threshold / 2`.
-    pub fn reorganise(&mut self, threshold: usize, kernels: &Kernels) {
+    /// What the layout needs as the namespace grows or shrinks: partitions at `threshold` rows,
+    /// re-training when the rows double since the last training (amortised O(1) per insert),
+    /// one block again below `threshold / 2`. Nothing changes while a job runs.
+    pub fn plan(&self, threshold: usize) -> Plan {
         let n = self.len();
-        if !self.is_partitioned() {
+        if self.job.is_some() {
+            Plan::Keep
+        } else if !self.is_partitioned() {
             if n >= threshold && n >= 2 {
-                self.partition(kernels);
+                Plan::Train
+            } else {
+                Plan::Keep
             }
         } else if n >= 2 * self.trained_len {
-            self.partition(kernels);
+            Plan::Train
         } else if n < threshold / 2 {
-            self.flatten();
+            Plan::Flatten
+        } else {
+            Plan::Keep
         }
+    }
+
+    /// Whether a background re-training job is in flight.
+    pub fn is_retraining(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// Whether job `generation` is the one in flight here.
+    pub fn runs_job(&self, generation: u64) -> bool {
+        self.job.as_ref().is_some_and(|j| j.generation == generation)
+    }
+
+    /// Starts recording for job `generation`; returns the rows per block at this moment (the
+    /// rows the job copies first).
+    pub fn start_job(&mut self, generation: u64) -> Vec<usize> {
+        self.job = Some(JobLog { generation, removed: Vec::new() });
+        self.block_lens()
+    }
+
+    /// Forgets a job that will not finish (its thread could not start, or failed), compacting
+    /// away the tombstones it left so removals can move rows again.
+    pub fn cancel_job(&mut self) {
+        let Some(job) = self.job.take() else { return };
+        if job.removed.is_empty() {
+            return;
+        }
+        let mut locations = HashMap::with_capacity(self.locations.len());
+        for (b, old) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
+            let mut block = RowBlock::new(self.dim, self.quantized);
+            for r in 0..old.len() {
+                if self.locations.contains_key(&old.ids[r]) {
+                    let row = block.push(old.ids[r], old.expires[r], old.vector(r));
+                    locations.insert(old.ids[r], (b as u32, row as u32));
+                }
+            }
+            self.blocks.push(block);
+        }
+        self.locations = locations;
+    }
+
+    /// Rows per block, tombstones included.
+    pub fn block_lens(&self) -> Vec<usize> {
+        self.blocks.iter().map(RowBlock::len).collect()
+    }
+
+    /// Row `row` of `block` as (id, expiry, unit vector), tombstone or not.
+    pub fn row(&self, block: usize, row: usize) -> (u64, f64, &[f32]) {
+        let b = &self.blocks[block];
+        (b.ids[row], b.expires[row], b.vector(row))
+    }
+
+    /// Whether `id` is a live (not removed) row here.
+    pub fn contains(&self, id: u64) -> bool {
+        self.locations.contains_key(&id)
+    }
+
+    /// For each of `vectors`, the partition it belongs to (same i8 comparison as `insert`).
+    pub fn assign(&self, vectors: &[f32], kernels: &Kernels, threads: usize) -> Vec<u32> {
+        ivf::nearest_centroids(vectors, &self.centroids, self.dim, kernels, threads)
+    }
+
+    /// Appends rows whose partitions were computed elsewhere (`assignment[i]` for row `i`).
+    pub fn push_assigned(&mut self, ids: &[u64], expires: &[f64], vectors: &[f32], assignment: &[u32]) {
+        for (i, &block) in assignment.iter().enumerate() {
+            let row = self.blocks[block as usize].push(ids[i], expires[i], &vectors[i * self.dim..(i + 1) * self.dim]);
+            self.locations.insert(ids[i], (block, row as u32));
+        }
+    }
+
+    /// Ends the job: moves into `fresh` (the new layout holding copies of the rows before
+    /// `copied[b]` of each block) the rows appended since, drops from it the rows removed since,
+    /// and puts it in place. Returns the old layout so the caller can free it outside the lock.
+    pub fn finish_job(&mut self, mut fresh: Namespace, copied: &[usize], kernels: &Kernels) -> Namespace {
+        let job = self.job.take().expect("finish_job without a job");
+        for (b, &from) in copied.iter().enumerate() {
+            for r in from..self.blocks[b].len() {
+                let (id, expires_at, unit) = self.row(b, r);
+                if self.contains(id) {
+                    fresh.insert(id, expires_at, unit, kernels);
+                }
+            }
+        }
+        for id in job.removed {
+            fresh.remove(id);
+        }
+        debug_assert_eq!(fresh.len(), self.len(), "the new layout holds exactly the live rows");
+        std::mem::replace(self, fresh)
     }
 
     fn take_all_rows(&mut self) -> (Vec<u64>, Vec<f64>, Vec<f32>) {
@@ -166,31 +313,19 @@ impl Namespace {
         let (mut ids, mut expires, mut vectors) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n * self.dim));
         for b in std::mem::take(&mut self.blocks) {
             for row in 0..b.len() {
-                vectors.extend_from_slice(b.vector(row));
+                if self.locations.contains_key(&b.ids[row]) {
+                    ids.push(b.ids[row]);
+                    expires.push(b.expires[row]);
+                    vectors.extend_from_slice(b.vector(row));
+                }
             }
-            ids.extend_from_slice(&b.ids);
-            expires.extend_from_slice(&b.expires);
         }
         self.locations.clear();
         (ids, expires, vectors)
     }
 
-    fn partition(&mut self, kernels: &Kernels) {
-        let (ids, expires, vectors) = self.take_all_rows();
-        let lists = ivf::list_count(ids.len());
-        self.centroids = ivf::train_centroids(&vectors, self.dim, lists, kernels);
-        let assignment = ivf::nearest_centroids(&vectors, &self.centroids, self.dim, kernels);
-        self.centroid_codes.clear();
-        self.centroid_factors = self.centroids.chunks_exact(self.dim).map(|c| quantize_i8_into(c, &mut self.centroid_codes)).collect();
-        self.blocks = (0..lists).map(|_| RowBlock::new(self.dim, self.quantized)).collect();
-        for (i, &block) in assignment.iter().enumerate() {
-            let row = self.blocks[block as usize].push(ids[i], expires[i], &vectors[i * self.dim..(i + 1) * self.dim]);
-            self.locations.insert(ids[i], (block, row as u32));
-        }
-        self.trained_len = ids.len();
-    }
-
-    fn flatten(&mut self) {
+    /// One exactly searched block again (only planned when no job runs).
+    pub fn flatten(&mut self) {
         let (ids, expires, vectors) = self.take_all_rows();
         self.centroids.clear();
         self.centroid_codes.clear();
@@ -202,11 +337,6 @@ impl Namespace {
             self.locations.insert(*id, (0, row as u32));
         }
         self.blocks = vec![block];
-    }
-
-    /// Every row as (id, expiry, unit vector) — for snapshots.
-    pub fn rows(&self) -> impl Iterator<Item = (u64, f64, &[f32])> {
-        self.blocks.iter().flat_map(|b| (0..b.len()).map(move |r| (b.ids[r], b.expires[r], b.vector(r))))
     }
 
     pub fn vector_of(&self, id: u64) -> Option<&[f32]> {

@@ -16,7 +16,8 @@
 //!   payload_len u32, payload, dim × f32 (the stored unit vector)
 //! crc32        u32      CRC-32 (IEEE) of every byte before it
 //! ```
-//! Partitions are not stored: they are re-trained on load (k-means is deterministic).
+//! Partitions are not stored: a loaded namespace serves exactly at once while a background job
+//! re-trains them (k-means is deterministic).
 //! Saving writes `<path>.tmp` and renames it over `path`, so a crash never leaves half a file.
 
 use std::fs::File;
@@ -131,8 +132,15 @@ fn write_to(index: &SimilarityIndex, path: &Path) -> Result<(), SimcacheError> {
 }
 
 /// Reads a snapshot written by `save`. Errors name what is wrong: not a snapshot, unsupported
-/// version, truncated, or checksum mismatch (corruption).
+/// version, truncated, or checksum mismatch (corruption). Namespaces above the approximate
+/// threshold are searched exactly until their background training finishes.
 pub fn load(path: &Path) -> Result<SimilarityIndex, SimcacheError> {
+    load_with(path, false)
+}
+
+/// `load`, optionally with the training jobs held from the start (test hook, see
+/// `SimilarityIndex::hold_retraining`).
+pub fn load_with(path: &Path, hold_retraining: bool) -> Result<SimilarityIndex, SimcacheError> {
     let file = File::open(path)?;
     let mut r = CrcReader { inner: BufReader::with_capacity(1 << 20, file), crc: crc32fast::Hasher::new() };
     let magic: [u8; 8] = r.bytes().map_err(|_| SimcacheError::Snapshot("file is too short to be a snapshot".into()))?;
@@ -154,7 +162,7 @@ pub fn load(path: &Path) -> Result<SimilarityIndex, SimcacheError> {
     let probes = r.u32()? as usize;
     let next_id = r.u64()?;
     let count = r.u64()?;
-    let config = IndexConfig { dim, max_entries, quantization, approximate_threshold, probes };
+    let config = IndexConfig { approximate_threshold, probes, ..IndexConfig::new(dim, max_entries, quantization) };
     let index = SimilarityIndex::new(config).map_err(|e| SimcacheError::Snapshot(format!("bad header: {e}")))?;
     {
         let mut state = index.write();
@@ -197,6 +205,7 @@ pub fn load(path: &Path) -> Result<SimilarityIndex, SimcacheError> {
             return Err(SimcacheError::Snapshot("unexpected bytes after the checksum".into()));
         }
         state.next_id = next_id;
+        index.hold_retraining(hold_retraining);
         let names: Vec<_> = state.namespaces.keys().cloned().collect();
         for name in names {
             index.reorganise(&mut state, &name);

@@ -16,15 +16,15 @@ fn axis(i: usize) -> Vec<f32> {
     v
 }
 
-struct Gaussian(ivf::Rng);
+pub(super) struct Gaussian(pub(super) ivf::Rng);
 impl Gaussian {
-    fn next(&mut self) -> f32 {
+    pub(super) fn next(&mut self) -> f32 {
         // Sum of 4 uniforms: close enough to a normal for clustered test data.
         (0..4).map(|_| self.0.below(1 << 20) as f32 / (1 << 20) as f32 - 0.5).sum::<f32>() * 1.7
     }
 }
 
-fn temp_path(name: &str) -> PathBuf {
+pub(super) fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("simcache-{}-{name}", std::process::id()))
 }
 
@@ -145,7 +145,7 @@ fn bad_input_is_rejected() {
 }
 
 /// Clustered data like real embeddings: `clusters` Gaussian centres, points around them.
-fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut g = Gaussian(ivf::Rng::new(seed));
     let centres: Vec<f32> = (0..clusters * dim).map(|_| g.next()).collect();
     let mut pick = ivf::Rng::new(seed ^ 77);
@@ -173,6 +173,7 @@ fn partitioned_search_has_high_recall_on_clustered_data() {
         let payloads: Vec<Vec<u8>> = (0..n as u32).map(|i| i.to_le_bytes().to_vec()).collect();
         approx.insert_many("ns", points, payloads.clone(), None, 0.0).unwrap();
         exact.insert_many("ns", points, payloads, None, 0.0).unwrap();
+        assert!(approx.wait_idle(None));
         assert!(approx.is_partitioned("ns") && !exact.is_partitioned("ns"));
         let mut agree = 0;
         for q in queries.chunks_exact(dim) {
@@ -194,6 +195,7 @@ fn partitioned_namespace_supports_delete_and_shrinks_back() {
     let idx = SimilarityIndex::new(config).unwrap();
     let (_, points) = clustered(500, dim, 20, 0.3, 7);
     let ids = idx.insert_many("ns", &points, (0..500).map(|i: u32| i.to_le_bytes().to_vec()).collect(), None, 0.0).unwrap();
+    assert!(idx.wait_idle(None));
     assert!(idx.is_partitioned("ns"));
     let m = idx.best_match("ns", &points[7 * dim..8 * dim], 0.999, 0.0).unwrap().unwrap();
     assert_eq!(m.id, ids[7]);
