@@ -12,23 +12,8 @@ fn acquire(l: &RateLimiter, checks: &[Check<'_>], now: f64) -> Decision {
     l.acquire(checks, Some(now)).unwrap()
 }
 
-/// Deterministic PRNG for the property loops (splitmix64).
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+// Deterministic PRNG for the property loops.
+use crate::rng::Rng;
 
 #[test]
 fn full_bucket_admits_burst_then_denies_for_one_emission_interval() {
@@ -229,7 +214,7 @@ fn concurrent_callers_never_overdraw_a_shared_bucket() {
 
 #[test]
 fn property_admitted_cells_never_exceed_burst_plus_refill_over_any_window() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for case in 0..200 {
         let rate = 0.1 + rng.unit() * 50.0;
         let burst = 1.0 + (rng.below(40)) as f64;
@@ -238,7 +223,7 @@ fn property_admitted_cells_never_exceed_burst_plus_refill_over_any_window() {
         let mut admitted: Vec<(f64, f64)> = Vec::new();
         for _ in 0..150 {
             now += rng.unit() * 3.0 / rate * if rng.below(4) == 0 { 0.0 } else { 1.0 };
-            let cost = (1 + rng.below(burst as u64)) as f64 * if rng.below(3) == 0 { 0.5 } else { 1.0 };
+            let cost = (1 + rng.below(burst as usize)) as f64 * if rng.below(3) == 0 { 0.5 } else { 1.0 };
             if acquire(&l, &[check("k", rate, burst, cost)], now) == Decision::Admitted {
                 admitted.push((now, cost));
             }
@@ -257,7 +242,7 @@ fn property_admitted_cells_never_exceed_burst_plus_refill_over_any_window() {
 
 #[test]
 fn property_a_denied_call_is_admitted_exactly_at_its_retry_after() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut denials = 0;
     for _ in 0..2000 {
         let l = RateLimiter::new(1000).unwrap();
@@ -293,7 +278,7 @@ fn property_a_denied_call_is_admitted_exactly_at_its_retry_after() {
 
 #[test]
 fn property_all_or_nothing_across_buckets() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let l = RateLimiter::new(1000).unwrap();
     let keys = ["a", "b", "c", "d", "e"];
     // a model of the buckets: remaining cells at time `now` (rate 1 cell/s, burst 20)
@@ -325,7 +310,7 @@ fn property_all_or_nothing_across_buckets() {
 fn a_full_bucket_always_admits_exactly_its_burst_despite_rounding() {
     // (now + b/r) - b/r can round an ulp above now; the limiter must not turn that into a
     // retry-after that never ends
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for i in 0..20_000 {
         let (rate, burst) = (0.001 + rng.unit() * 1000.0, 1.0 + rng.unit() * 1e4);
         let now = rng.unit() * 10f64.powi((i % 12) as i32);
@@ -338,7 +323,7 @@ fn a_full_bucket_always_admits_exactly_its_burst_despite_rounding() {
 fn waiting_the_returned_retry_after_is_enough_even_across_magnitudes() {
     // now near 0 and a TAT far ahead: now + (tat - now) may round below tat without the
     // round-up in seconds_until
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     for _ in 0..20_000 {
         let now = rng.unit();
         let rate = 0.001 + rng.unit() * 10.0;

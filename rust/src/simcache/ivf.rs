@@ -21,20 +21,8 @@ pub fn list_count(n: usize) -> usize {
     ((2.0 * (n as f64).sqrt()).round() as usize).clamp(1, n.max(1))
 }
 
-/// Deterministic pseudo-random numbers (xorshift64*): the index must behave the same each run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as usize % n.max(1)
-    }
-}
+/// Deterministic: the index must behave the same each run.
+pub use crate::rng::Rng;
 
 /// For each row of `rows` (unit vectors, `dim` wide), the index of the nearest centroid (largest
 /// dot product), compared on i8 codes: the VNNI i8 kernel is ~2.5× faster than f32 here and

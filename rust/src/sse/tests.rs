@@ -26,19 +26,8 @@ fn datas(events: &[SseEvent]) -> Vec<&str> {
 
 // --- a tiny deterministic splitter -----------------------------------------------------------
 
-/// xorshift64*: deterministic, so a failing split is reproducible from its seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+// Deterministic, so a failing split is reproducible from its seed.
+use crate::rng::Rng;
 
 /// Every way of cutting `bytes` once, then `rounds` random cuttings into up to 24 pieces
 /// (empty pieces included: a zero-length read must change nothing).
@@ -46,7 +35,7 @@ fn splittings(bytes: &[u8], rounds: usize) -> Vec<Vec<&[u8]>> {
     let mut out: Vec<Vec<&[u8]>> = (0..=bytes.len())
         .map(|i| vec![&bytes[..i], &bytes[i..]])
         .collect();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ bytes.len() as u64);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15 ^ bytes.len() as u64);
     for _ in 0..rounds {
         let mut cuts: Vec<usize> = (0..1 + rng.below(24))
             .map(|_| rng.below(bytes.len() + 1))

@@ -97,22 +97,10 @@ impl Kernels {
 mod tests {
     use super::*;
 
-    /// xorshift64*: deterministic test data without a rand dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn f32(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        }
-    }
+    use crate::rng::Rng;
 
     fn i8_in_range(rng: &mut Rng) -> i8 {
-        ((rng.next() % 255) as i32 - 127) as i8
+        ((rng.next_u64() % 255) as i32 - 127) as i8
     }
 
     /// Widths cover every tail length of every kernel (16/32/64/128-element blocks) plus
@@ -125,13 +113,13 @@ mod tests {
 
     #[test]
     fn every_f32_kernel_matches_scalar_within_tolerance() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         let reference = Kernels::scalar();
         for k in Kernels::all_available() {
             for dim in widths() {
                 let rows = 3;
-                let q: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
-                let data: Vec<f32> = (0..dim * rows).map(|_| rng.f32()).collect();
+                let q: Vec<f32> = (0..dim).map(|_| rng.signed_f32()).collect();
+                let data: Vec<f32> = (0..dim * rows).map(|_| rng.signed_f32()).collect();
                 let (mut want, mut got) = (vec![0.0; rows], vec![0.0; rows]);
                 (reference.dots_f32)(&q, &data, &mut want);
                 (k.dots_f32)(&q, &data, &mut got);
@@ -148,7 +136,7 @@ mod tests {
 
     #[test]
     fn every_i8_kernel_matches_scalar_exactly() {
-        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut rng = Rng::new(0xD1B5_4A32_D192_ED03);
         let reference = Kernels::scalar();
         for k in Kernels::all_available() {
             for dim in widths() {
