@@ -248,8 +248,9 @@ class App:
                 return False
             old, self.gateway = self.gateway, new
             log.info("config reloaded (%s) from %s", why, self.config_path)
-            if old is not None and old.config.server != new.config.server:
-                log.warning("server: settings (host, port, workers) changed; they take effect on restart")
+            o, n = (old.config.server if old else None), new.config.server
+            if o is not None and (o.host, o.port, o.workers) != (n.host, n.port, n.workers):
+                log.warning("server.host/port/workers changed; they take effect on restart")
             if old is not None:
                 asyncio.get_running_loop().create_task(_retire(old))
             return True
