@@ -90,6 +90,11 @@ server:
     assert "gw.yaml:12: server.port: expected int, got str '80'. Write a int here" in problems
 
 
+def test_missing_ca_file_is_a_located_error(tmp_path: Path):
+    text = f"upstreams:\n  a: {{provider: openai, base_url: 'https://x', ca_file: '{tmp_path}/nope.pem'}}\nmodels:\n  m: {{upstream: a}}\n"
+    assert any(p.startswith("gw.yaml:2: upstreams.a.ca_file: CA file") and "does not exist" in p for p in _problems(text))
+
+
 def test_yaml_syntax_error_has_a_line():
     problems = _problems("upstreams:\n  a: [\n")
     assert problems[0].startswith("gw.yaml:3: not valid YAML")
