@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import yaml
 
+from llmgw.transport import Timeouts
+
 __all__ = [
     "AuthKey",
     "Config",
@@ -21,7 +23,6 @@ __all__ = [
     "ModelRoute",
     "PluginSpec",
     "ServerConfig",
-    "TimeoutsConfig",
     "UpstreamConfig",
     "load_config",
     "parse_config",
@@ -37,14 +38,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class TimeoutsConfig:
-    connect: float | None = 5.0
-    first_byte: float | None = 60.0
-    idle: float | None = 60.0
-    total: float | None = 600.0
-
-
-@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
     provider: str
@@ -52,7 +45,7 @@ class UpstreamConfig:
     api_key: str | None = field(default=None, repr=False)
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     max_connections: int = 256
-    timeouts: TimeoutsConfig = TimeoutsConfig()
+    timeouts: Timeouts = Timeouts()
     tls_verify: bool = True
     ca_file: str | None = None
     transport: str = "fast"  # "fast" (llmgw.transport) or "aiohttp"
@@ -192,16 +185,16 @@ def _url(v: str) -> str | None:
     return None if re.match(r"^https?://[^/\s]+", v) else f"must be an http(s):// URL, got {v!r}"
 
 
-def _timeouts(doc: _Doc, data: Any, path: str) -> TimeoutsConfig:
+def _timeouts(doc: _Doc, data: Any, path: str) -> Timeouts:
     if data is None:
-        return TimeoutsConfig()
+        return Timeouts()
     if not isinstance(data, dict):
         doc.error(path, "expected a mapping of connect/first_byte/idle/total seconds", "See examples/quickstart.yaml")
-        return TimeoutsConfig()
+        return Timeouts()
     keys = {"connect": "", "first_byte": "", "idle": "", "total": ""}
     _take(doc, data, path, keys)
-    d = TimeoutsConfig()
-    return TimeoutsConfig(**{k: _get(doc, data, path, k, float, getattr(d, k), _positive) for k in keys})
+    d = Timeouts()
+    return Timeouts(**{k: _get(doc, data, path, k, float, getattr(d, k), _positive) for k in keys})
 
 
 def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -> UpstreamConfig | None:

@@ -24,7 +24,7 @@ from llmgw.pipeline import ClientFormat, Pipeline, Target
 from llmgw.plugins.auth import ApiKeyAuth, presented_key
 from llmgw.plugins.loader import LoadedPlugin, instantiate, load_plugins
 from llmgw.providers import registry
-from llmgw.transport import Timeouts, Transport, UpstreamPool
+from llmgw.transport import Transport, UpstreamPool
 
 __all__ = ["App", "Gateway", "create_app"]
 
@@ -51,13 +51,12 @@ class Gateway:
                 if not up.tls_verify:
                     ssl_ctx.check_hostname = False
                     ssl_ctx.verify_mode = ssl.CERT_NONE
-            t = up.timeouts
             targets[name] = Target(
                 name=name,
                 adapter=registry.get(up.provider)(up),
                 pool=_pool_class(up.transport)(up.base_url, max_connections=up.max_connections,
-                                               ssl_context=ssl_ctx, connect_timeout=t.connect or 5.0),
-                timeouts=Timeouts(t.connect, t.first_byte, t.idle, t.total),
+                                               ssl_context=ssl_ctx, connect_timeout=up.timeouts.connect or 5.0),
+                timeouts=up.timeouts,
             )
         plugins: list[LoadedPlugin] = []
         self.auth: ApiKeyAuth | None = None
