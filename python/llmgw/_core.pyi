@@ -56,6 +56,10 @@ class SseParser:
     def comments(self) -> int:
         """Comment lines seen so far (e.g. `: keep-alive`)."""
     @property
+    def pending_bytes(self) -> int:
+        """Bytes held for the event not yet complete (its data so far and the line in progress):
+        what an upstream that never ends an event makes the parser keep."""
+    @property
     def last_event_id(self) -> str | None:
         """The last `id:` the stream set (kept even when its event had no data)."""
     @property
@@ -356,3 +360,9 @@ class SimilarityIndex:
         Returns without training: large namespaces are searched exactly until their background
         training finishes. ``hold_retraining=True`` starts with those jobs held (test hook,
         see ``hold_retraining``)."""
+
+def json_depth(data: bytes, limit: int) -> int:
+    """How deeply the JSON document in `data` nests (arrays and objects; a scalar is 0), read
+    from its bytes without parsing: strings are skipped, only brackets outside them count. Stops
+    once past `limit` and returns `limit + 1` then, so a hostile body costs the limit, not its size.
+    Used by the parse step: orjson reads 1,024 levels but writes only 254."""

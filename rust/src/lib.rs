@@ -7,6 +7,7 @@ pub mod ratelimit;
 pub mod embed;
 pub mod tokens;
 pub mod simcache;
+pub mod jsonshape;
 
 #[cfg(feature = "python")]
 mod python;

@@ -136,6 +136,12 @@ impl SseParser {
         discarded
     }
 
+    /// Bytes held for the event not yet complete (its buffered fields and the line in
+    /// progress): what an upstream that never ends an event makes the parser keep.
+    pub fn pending_bytes(&self) -> usize {
+        self.reader.partial_len() + self.block.buffered_len()
+    }
+
     /// Comment lines seen so far (e.g. `: keep-alive`).
     pub fn comments(&self) -> u64 {
         self.comments

@@ -8,6 +8,7 @@ mod ratelimit;
 mod embed;
 mod tokens;
 mod simcache;
+mod jsonshape;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     embed::register(m)?;
     tokens::register(m)?;
     simcache::register(m)?;
+    jsonshape::register(m)?;
     Ok(())
 }

@@ -142,6 +142,11 @@ impl SseParser {
     }
 
     #[getter]
+    fn pending_bytes(&self) -> usize {
+        self.inner.pending_bytes()
+    }
+
+    #[getter]
     fn last_event_id(&self) -> Option<String> {
         self.inner.last_event_id().map(|id| id.into_owned())
     }

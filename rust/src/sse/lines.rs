@@ -98,6 +98,12 @@ impl LineReader {
         self.partial.is_empty() && (self.bom_matched == BOM_RESOLVED || self.bom_matched == 0)
     }
 
+    /// Bytes of the line in progress (held until its terminator arrives).
+    #[inline]
+    pub(crate) fn partial_len(&self) -> usize {
+        self.partial.len()
+    }
+
     /// Ends the stream: returns the unterminated last line (if any) and resets for a new stream.
     pub(crate) fn finish(&mut self) -> Vec<u8> {
         let mut tail = std::mem::take(&mut self.partial);
@@ -222,6 +228,12 @@ impl EventBlock {
     #[inline]
     pub(crate) fn is_idle(&self) -> bool {
         !self.fields_seen
+    }
+
+    /// Bytes buffered for the event in progress (its data and event-type fields).
+    #[inline]
+    pub(crate) fn buffered_len(&self) -> usize {
+        self.data.len() + self.event.len()
     }
 
     pub(crate) fn last_event_id(&self) -> Option<&[u8]> {

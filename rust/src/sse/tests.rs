@@ -667,3 +667,17 @@ fn tap_without_text_reads_the_same_facts() {
         assert_eq!(with.model(), without.model(), "{name}");
     }
 }
+
+#[test]
+fn pending_bytes_counts_the_unfinished_event_and_drops_to_zero_at_dispatch() {
+    let mut p = SseParser::new();
+    assert_eq!(p.pending_bytes(), 0);
+    p.feed(b"data: abc");
+    assert_eq!(p.pending_bytes(), 9, "the partial line is held");
+    p.feed(b"\ndata: de\n");
+    assert_eq!(p.pending_bytes(), "abc\nde\n".len(), "joined data lines are held");
+    assert_eq!(p.feed(b"\n").len(), 1);
+    assert_eq!(p.pending_bytes(), 0);
+    p.feed(b": comment without end");
+    assert!(p.pending_bytes() > 0);
+}
