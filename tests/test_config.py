@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from llmgw.providers import registry
 from llmgw.config import ConfigError, load_config, parse_config
 
 GOOD = """
@@ -33,7 +34,7 @@ auth:
 
 
 def test_valid_config_becomes_typed_objects():
-    cfg = parse_config(GOOD, env={"OPENAI_API_KEY": "sk-test-abc", "ALICE_KEY": "alice-key-0123456789"})
+    cfg = parse_config(GOOD, env={"OPENAI_API_KEY": "sk-test-abc", "ALICE_KEY": "alice-key-0123456789"}, providers=registry)
     up = cfg.upstreams["openai"]
     assert up.base_url == "https://api.openai.com/v1" and up.api_key == "sk-test-abc"
     assert up.timeouts.connect == 2.0 and up.timeouts.first_byte == 30.0 and up.timeouts.idle == 60.0
@@ -43,13 +44,23 @@ def test_valid_config_becomes_typed_objects():
 
 
 def test_secrets_do_not_appear_in_reprs():
-    cfg = parse_config(GOOD, env={"OPENAI_API_KEY": "sk-test-abc", "ALICE_KEY": "alice-key-0123456789"})
+    cfg = parse_config(GOOD, env={"OPENAI_API_KEY": "sk-test-abc", "ALICE_KEY": "alice-key-0123456789"}, providers=registry)
     assert "sk-test-abc" not in repr(cfg) and "alice-key" not in repr(cfg)
+
+
+class _OnlyOpenAI:
+    """A provider catalog with one entry: config validation takes the catalog it is handed."""
+
+    def names(self) -> list[str]:
+        return ["openai"]
+
+    def get(self, name: str):
+        return registry.get(name)
 
 
 def _problems(text: str, env: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as exc:
-        parse_config(text, source="gw.yaml", env=env or {}, providers={"openai"})
+        parse_config(text, source="gw.yaml", env=env or {}, providers=_OnlyOpenAI())
     return exc.value.problems
 
 
@@ -63,7 +74,7 @@ def test_missing_env_var_names_the_variable_and_line():
 
 def test_env_default_is_used():
     cfg = parse_config(GOOD.replace("${OPENAI_API_KEY}", "${OPENAI_API_KEY:-sk-default}"),
-                       env={"ALICE_KEY": "alice-key-0123456789"})
+                       env={"ALICE_KEY": "alice-key-0123456789"}, providers=registry)
     assert cfg.upstreams["openai"].api_key == "sk-default"
 
 
@@ -113,7 +124,7 @@ def test_short_client_key_is_rejected():
 
 def test_unreadable_file(tmp_path: Path):
     with pytest.raises(ConfigError) as exc:
-        load_config(tmp_path / "missing.yaml")
+        load_config(tmp_path / "missing.yaml", providers=registry)
     assert "cannot read the config file" in str(exc.value)
 
 
@@ -150,4 +161,4 @@ def test_examples_are_valid(tmp_path: Path):
     files = sorted((root / "examples").glob("*.yaml")) + [root / "python/llmgw/examples/demo.yaml"]
     assert files
     for f in files:
-        load_config(f, env=env)
+        load_config(f, env=env, providers=registry)

@@ -5,44 +5,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from llmgw.config import Config, ConfigError, load_config
+from llmgw.providers import registry
+from llmgw.serve import serve
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
 
-def _granian_server(target: str, host: str, port: int, workers: int) -> Any:
-    from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes
-    from granian.server import MPServer
-
-    class GatewayServer(MPServer):  # type: ignore[misc]
-        """granian's process manager, with SIGHUP forwarded to the workers: each reloads its own
-        config in place (requests in flight finish on the old one, a bad file keeps the old one),
-        instead of granian's default of respawning the worker processes."""
-
-        def _reload(self, spawn_target: Any, target_loader: Any) -> None:
-            self.reload_signal = False
-            self.main_loop_interrupt.clear()
-            for wrk in self.wrks:
-                pid = getattr(wrk.inner, "pid", None)
-                if pid:
-                    os.kill(pid, signal.SIGHUP)
-
-    return GatewayServer(
-        target, address=host, port=port, interface=Interfaces.RSGI, workers=workers,
-        # One single-threaded runtime per worker on uvloop: the fastest mode measured (DESIGN.md §6).
-        runtime_mode=RuntimeModes.st, loop=Loops.uvloop, http=HTTPModes.http1, factory=True,
-        log_access=False, backlog=2048,
-    )
-
-
 def _load_or_exit(path: str) -> Config:
     try:
-        return load_config(path)
+        return load_config(path, providers=registry)
     except ConfigError as exc:
         print(f"llmgw: invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -55,8 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else cfg.server.port
     workers = args.workers or cfg.server.workers
     print(f"llmgw: serving {len(cfg.models)} model(s) on http://{host}:{port} with {workers} worker(s)", flush=True)
-    _granian_server("llmgw.server:create_app", host, port, workers).serve()
-    return 0
+    return serve(str(Path(args.config).resolve()), host, port, workers)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -74,7 +49,7 @@ Try:
        -d '{{"model": "demo", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 or with the OpenAI SDK: OpenAI(base_url="{url}/v1", api_key="unused").
 Models: {', '.join(cfg.models)}. Ctrl-C stops.""", flush=True)
-        _granian_server("llmgw.server:create_app", args.host, args.port, 1).serve()
+        serve(config, args.host, args.port, 1)
     return 0
 
 
@@ -82,14 +57,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from llmgw.plugins.loader import PluginLoadError, load_plugins
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, providers=registry)
         load_plugins(cfg.plugins)
     except (ConfigError, PluginLoadError) as exc:
         print(f"{args.config}: INVALID\n{exc}", file=sys.stderr)
         return 2
     print(f"{args.config}: OK")
-    print(f"  server: http://{cfg.server.host}:{cfg.server.port}, {cfg.server.workers} worker(s), "
-          f"request bodies up to {cfg.server.max_body_bytes} bytes")
+    s = cfg.server
+    print(f"  server: http://{s.host}:{s.port}, {s.workers} worker(s), request bodies up to {s.max_body_bytes} bytes "
+          f"nested at most {s.max_json_depth} deep")
+    print(f"  limits per worker: {s.max_connections} connections, {s.max_inflight} requests in flight; timeouts: "
+          f"head {s.header_timeout:g}s, body {s.body_timeout:g}s, idle keep-alive {s.keepalive_timeout:g}s, "
+          f"slow reader {s.write_timeout:g}s")
     for up in cfg.upstreams.values():
         key = "API key set" if up.api_key else "no API key"
         print(f"  upstream {up.name}: {up.provider} at {up.base_url} ({key}; up to {up.max_connections} connections)")

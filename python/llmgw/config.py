@@ -2,6 +2,9 @@
 
 Errors name the file, the line, the key path and the fix (`ConfigError`). Secrets come only from
 environment variables written as `${NAME}` (or `${NAME:-default}`) in the file, never from requests.
+
+What providers exist is not known here: the caller hands in the catalog (`providers=`, the
+registry of `llmgw.providers`), so this lower layer never imports the adapters above it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import yaml
 
@@ -24,9 +27,19 @@ __all__ = [
     "PluginSpec",
     "ServerConfig",
     "UpstreamConfig",
+    "ProviderCatalog",
     "load_config",
     "parse_config",
 ]
+
+
+class ProviderCatalog(Protocol):
+    """What config validation needs to know of the provider adapters: their names, and for each
+    the adapter class (read for `default_base_url` and `check_options`)."""
+
+    def names(self) -> list[str]: ...
+
+    def get(self, name: str) -> Any: ...
 
 
 class ConfigError(ValueError):
@@ -74,10 +87,20 @@ class AuthKey:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """`server:`. Timeouts in seconds; limits per worker process."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 64  # nesting of arrays/objects in a request body
+    max_connections: int = 4096  # open client connections; beyond: the oldest idle one closes, else 503
+    max_inflight: int = 1024  # requests being answered at once; beyond: 503 at once (health checks exempt)
+    header_timeout: float = 10.0  # a request head must arrive within this
+    body_timeout: float = 15.0  # the longest pause between two pieces of a request body
+    keepalive_timeout: float = 60.0  # an idle keep-alive connection is closed after this
+    write_timeout: float = 30.0  # a client that reads nothing of a stream for this long is dropped
+    shutdown_timeout: float = 30.0  # on SIGTERM: how long requests in flight may take to finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +212,15 @@ def _timeouts(doc: _Doc, data: Any, path: str) -> Timeouts:
     if data is None:
         return Timeouts()
     if not isinstance(data, dict):
-        doc.error(path, "expected a mapping of connect/first_byte/idle/total seconds", "See examples/quickstart.yaml")
+        doc.error(path, "expected a mapping of connect/first_byte/idle/total/pool seconds", "See examples/quickstart.yaml")
         return Timeouts()
-    keys = {"connect": "", "first_byte": "", "idle": "", "total": ""}
+    keys = {"connect": "", "first_byte": "", "idle": "", "total": "", "pool": ""}
     _take(doc, data, path, keys)
     d = Timeouts()
     return Timeouts(**{k: _get(doc, data, path, k, float, getattr(d, k), _positive) for k in keys})
 
 
-def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -> UpstreamConfig | None:
+def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: ProviderCatalog) -> UpstreamConfig | None:
     if not isinstance(data, dict):
         doc.error(path, "expected a mapping", "Give provider and base_url")
         return None
@@ -205,10 +228,11 @@ def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -
                             "timeouts": "", "tls_verify": "", "ca_file": "", "options": "",
                             "transport": ""})
     provider = _get(doc, data, path, "provider", str, "openai")
-    if providers and provider not in providers:
-        doc.error(f"{path}.provider", f"unknown provider {provider!r}", f"Use one of: {', '.join(sorted(providers))}")
+    known = providers.names()
+    adapter = providers.get(provider) if provider in known else None
+    if adapter is None:
+        doc.error(f"{path}.provider", f"unknown provider {provider!r}", f"Use one of: {', '.join(sorted(known))}")
     base_url = _get(doc, data, path, "base_url", str, "", _url)
-    adapter = _adapter_class(provider)
     if "base_url" not in data:
         default = getattr(adapter, "default_base_url", None)
         if isinstance(default, str):
@@ -216,7 +240,7 @@ def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -
         else:
             doc.error(f"{path}.base_url", "missing",
                       f"Add base_url: http(s)://host:port/v1 (provider {provider!r} has no default; "
-                      f"providers with one: {', '.join(_providers_with_default()) or 'none'})")
+                      f"providers with one: {', '.join(_providers_with_default(providers)) or 'none'})")
     headers = _get(doc, data, path, "headers", dict, {})
     options = _get(doc, data, path, "options", dict, {})
     check = getattr(adapter, "check_options", None)
@@ -240,25 +264,14 @@ def _upstream(doc: _Doc, name: str, data: Any, path: str, providers: set[str]) -
     )
 
 
-def _adapter_class(provider: str) -> Any:
-    """The registered adapter class for `provider`, or None (unknown providers are reported apart)."""
-    from llmgw.providers import registry  # late: the providers import this module's types
-
-    try:
-        return registry.get(provider)
-    except KeyError:
-        return None
+def _providers_with_default(providers: ProviderCatalog) -> list[str]:
+    return [n for n in providers.names() if isinstance(getattr(providers.get(n), "default_base_url", None), str)]
 
 
-def _providers_with_default() -> list[str]:
-    from llmgw.providers import registry
-
-    return [n for n in registry.names() if isinstance(getattr(registry.get(n), "default_base_url", None), str)]
-
-
-def parse_config(text: str, *, source: str = "<config>", env: dict[str, str] | None = None,
-                 providers: set[str] | None = None) -> Config:
-    """Validate YAML text into a Config, or raise ConfigError listing every problem found."""
+def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<config>",
+                 env: dict[str, str] | None = None) -> Config:
+    """Validate YAML text into a Config, or raise ConfigError listing every problem found.
+    `providers` is the catalog of provider adapters (`llmgw.providers.registry`)."""
     doc = _Doc(source, dict(os.environ) if env is None else env)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -275,13 +288,17 @@ def parse_config(text: str, *, source: str = "<config>", env: dict[str, str] | N
     if not isinstance(srv, dict):
         doc.error("server", "expected a mapping", "Write server: {host: ..., port: ...}")
         srv = {}
-    _take(doc, srv, "server", {"host": "", "port": "", "workers": "", "max_body_bytes": ""})
     d = ServerConfig()
+    _take(doc, srv, "server", {f: "" for f in ServerConfig.__dataclass_fields__})
+    ints = {"workers", "max_body_bytes", "max_json_depth", "max_connections", "max_inflight"}
+    floats = {"header_timeout", "body_timeout", "keepalive_timeout", "write_timeout", "shutdown_timeout"}
     server = ServerConfig(
         host=_get(doc, srv, "server", "host", str, d.host),
         port=_get(doc, srv, "server", "port", int, d.port, lambda v: None if 0 <= v < 65536 else "must be 0-65535"),
-        workers=_get(doc, srv, "server", "workers", int, d.workers, _positive),
-        max_body_bytes=_get(doc, srv, "server", "max_body_bytes", int, d.max_body_bytes, _positive),
+        max_json_depth=_get(doc, srv, "server", "max_json_depth", int, d.max_json_depth,
+                            lambda v: None if 1 <= v <= 250 else f"must be 1-250, got {v}"),
+        **{k: _get(doc, srv, "server", k, int, getattr(d, k), _positive) for k in ints - {"max_json_depth"}},
+        **{k: _get(doc, srv, "server", k, float, getattr(d, k), _positive) for k in floats},
     )
 
     upstreams: dict[str, UpstreamConfig] = {}
@@ -290,7 +307,7 @@ def parse_config(text: str, *, source: str = "<config>", env: dict[str, str] | N
         doc.error("upstreams", "missing or empty", "Add at least one upstream: upstreams: {name: {provider, base_url}}")
         raw_up = {}
     for name, item in raw_up.items():
-        up = _upstream(doc, name, item, f"upstreams.{name}", providers or set())
+        up = _upstream(doc, name, item, f"upstreams.{name}", providers)
         if up is not None:
             upstreams[name] = up
 
@@ -359,13 +376,12 @@ def parse_config(text: str, *, source: str = "<config>", env: dict[str, str] | N
                   auth_keys=tuple(keys), path=source)
 
 
-def load_config(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str], *, providers: ProviderCatalog,
+                env: dict[str, str] | None = None) -> Config:
     """Read and validate the YAML file at `path` (see `parse_config`)."""
-    from llmgw.providers import registry
-
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{p}: cannot read the config file: {exc.strerror}. Check the path"]) from None
-    return parse_config(text, source=str(p), env=env, providers=set(registry.names()))
+    return parse_config(text, source=str(p), env=env, providers=providers)

@@ -1,4 +1,5 @@
-"""What flows through the pipeline: the request, the response, and the per-request context.
+"""What flows through a request: the request, the response, the per-request context, each
+upstream attempt, and the outcome handed to `on_finish`.
 
 The canonical format is OpenAI chat completions. `raw` fields hold the bytes as they arrived so
 the gateway can forward them untouched when nothing changed them (see `ChatResponse.data`).
@@ -8,24 +9,47 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 
 if TYPE_CHECKING:
-    from llmgw.config import ModelRoute
+    from llmgw.errors import GatewayError, UpstreamFailure
+    from llmgw.services import Services
 
-__all__ = ["ChatRequest", "ChatResponse", "RequestContext", "Usage", "next_request_id"]
+__all__ = [
+    "Attempt",
+    "ChatRequest",
+    "ChatResponse",
+    "Outcome",
+    "RequestContext",
+    "RoutePlan",
+    "RouteStep",
+    "Usage",
+    "next_request_id",
+    "request_id_from",
+]
 
 _ids = itertools.count(1)
 _id_prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def next_request_id() -> str:
     # A counter, not uuid4: unique per process and ~10x cheaper on the hot path.
     return f"req-{_id_prefix}{next(_ids):x}"
+
+
+def request_id_from(headers: dict[str, str]) -> str:
+    """The client's `x-request-id` when it is a sane token (letters, digits, `._:-`, ≤ 128),
+    else a new one: a correlation id may come from the caller, never arbitrary bytes."""
+    given = headers.get("x-request-id")
+    if given is not None and _CLIENT_ID.fullmatch(given):
+        return given
+    return next_request_id()
 
 
 @dataclass(slots=True)
@@ -41,16 +65,21 @@ class Usage:
             return None
         details = usage.get("prompt_tokens_details")
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        return cls(p, c, int(usage.get("total_tokens") or p + c), cached)
+        try:
+            p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            return cls(p, c, int(usage.get("total_tokens") or p + c), cached)
+        except (TypeError, ValueError):
+            return None
 
 
 @dataclass(slots=True)
 class ChatRequest:
-    """A chat-completions request in OpenAI's format.
+    """A request in OpenAI's format, as plugins see it.
 
-    Plugins may change `body` in place or return a new ChatRequest; after any pre_request hook has
-    run the gateway serializes `body` again instead of forwarding `raw`.
+    `kind` says which endpoint: "chat" (chat completions, and Anthropic's /v1/messages after
+    translation), "embeddings", or "models" (GET /v1/models, with an empty body). A plugin that
+    is not read-only may change `body` in place or return a new ChatRequest; the gateway then
+    serializes `body` again instead of forwarding `raw`.
     """
 
     body: dict[str, Any]
@@ -58,6 +87,7 @@ class ChatRequest:
     stream: bool
     raw: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)  # client headers, lower-case names
+    kind: str = "chat"
 
     @property
     def include_usage(self) -> bool:
@@ -66,15 +96,23 @@ class ChatRequest:
 
 
 class ChatResponse:
-    """A chat completion in OpenAI's format (`chat.completion`).
+    """A chat completion in OpenAI's format (`chat.completion`), or a stream of chunks.
 
-    `data` parses `raw` on first access; once a plugin has looked at `data` the gateway serializes
-    `data` (with any change made to it) instead of forwarding `raw`. For a streamed response the
-    post_response hooks receive a summary: `streamed` is True, `data` holds the assembled text when
-    a plugin asked for it (`RequestContext.collect_text`), and the stream itself cannot be changed.
+    `data` parses `raw` on first access; once a plugin that is not read-only has looked at
+    `data` the gateway serializes `data` (with any change made to it) instead of forwarding `raw`.
+
+    `chunks`: a response may carry `chat.completion.chunk` dicts instead (an iterable, or an
+    async iterable): a cache replaying a stored answer, say. Answering a streaming request it is
+    streamed chunk by chunk through the `on_chunk` hooks; answering a non-streaming request it is
+    assembled into one `chat.completion`. A complete `data` answering a streaming request is cut
+    into chunks the same way (`llmgw.streaming.response_as_chunks`).
+
+    For a streamed answer the post_response hooks receive a summary: `streamed` is True,
+    `usage`, `finish_reason`, and `text` (what the client received, after every on_chunk hook)
+    when a plugin asked for it with `RequestContext.collect_text`.
     """
 
-    __slots__ = ("raw", "_data", "status", "headers", "streamed", "usage", "finish_reason", "text")
+    __slots__ = ("raw", "_data", "status", "headers", "streamed", "usage", "finish_reason", "text", "chunks")
 
     def __init__(
         self,
@@ -84,6 +122,7 @@ class ChatResponse:
         status: int = 200,
         headers: list[tuple[str, str]] | None = None,
         streamed: bool = False,
+        chunks: Iterable[dict[str, Any]] | Any | None = None,
     ) -> None:
         self.raw = raw
         self._data = data
@@ -93,6 +132,7 @@ class ChatResponse:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.text: str | None = None
+        self.chunks = chunks
 
     @property
     def data(self) -> dict[str, Any]:
@@ -104,25 +144,146 @@ class ChatResponse:
     def data(self, value: dict[str, Any]) -> None:
         self._data = value
 
-    def body_bytes(self) -> bytes:
-        if self._data is not None or self.raw is None:
-            return orjson.dumps(self._data or {})
-        return self.raw
+    def body_bytes(self, keep_raw: bool = False) -> bytes:
+        """The body to send: `raw` when nothing may have changed it, else `data` serialized."""
+        if self.raw is not None and (keep_raw or self._data is None):
+            return self.raw
+        return orjson.dumps(self._data or {})
 
     def __repr__(self) -> str:
         return f"ChatResponse(status={self.status}, streamed={self.streamed}, usage={self.usage})"
 
 
+@dataclass(frozen=True, slots=True)
+class RouteStep:
+    """One deployment a request may be sent to: the upstream (`target`) and the model name it
+    knows the model by."""
+
+    target: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """Where a request will go, in order: the first step is tried first; later steps are the
+    fallbacks (today every model group has one step; the routing issue adds more)."""
+
+    model: str  # the public model name the client asked for
+    steps: tuple[RouteStep, ...]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one upstream: filled in as it goes, complete once it ended.
+
+    Timings are seconds: `queue_s` waiting for a pooled connection, `connect_s` opening one
+    (0 on a reused connection), `ttfb_s` from writing the request to the response head, `total_s`
+    from the start of the attempt to its last byte (or its failure).
+    """
+
+    target: str
+    model: str
+    started: float  # time.perf_counter()
+    sent: bool = False
+    status: int | None = None  # the upstream's HTTP status; None when no response head came
+    error: UpstreamFailure | None = None
+    usage: Usage | None = None
+    queue_s: float = 0.0
+    connect_s: float = 0.0
+    ttfb_s: float | None = None
+    total_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.total_s is not None
+
+    @property
+    def error_class(self) -> str | None:
+        """"client_fault", "retryable", "fallback" (not retryable here, another may serve) or
+        "fatal"; None when the attempt did not fail."""
+        err = self.error
+        if err is None:
+            return None
+        if err.client_fault:
+            return "client_fault"
+        if err.retryable:
+            return "retryable"
+        return "fallback" if err.fallback else "fatal"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a request ended, handed to every `on_finish` hook exactly once.
+
+    status: the HTTP status the client got; 499 when it went away before any response.
+    result: "ok", "error" (answered with an error status), "stream_error" (a stream failed after
+        its 200: the client got an error event), "client_gone" (disconnected or too slow before
+        the end).
+    error: what failed, when something did (for "stream_error" too).
+    usage: what the upstream reported; for a cut or cancelled stream, or when the upstream
+        reported nothing, an estimate (`usage_estimated` True) counted from the prompt and from
+        what was streamed.
+    Timings (seconds): `duration` from the request's first byte to the end; `ttfb` to the first
+    byte of the response sent to the client (for a stream: its first event); `upstream_s` spent
+    waiting on upstreams; `overhead_s` the rest: the gateway's own time.
+    """
+
+    status: int
+    result: str
+    error: GatewayError | None
+    usage: Usage | None
+    usage_estimated: bool
+    attempts: list[Attempt]
+    streamed: bool
+    short_circuit: bool
+    duration: float
+    ttfb: float | None
+    upstream_s: float
+    overhead_s: float
+
+    @property
+    def served_by(self) -> str | None:
+        """The upstream whose answer the client got (None for a short-circuit or a failure)."""
+        for attempt in reversed(self.attempts):
+            if attempt.error is None and attempt.status is not None and attempt.status < 300:
+                return attempt.target
+        return None
+
+
 @dataclass(slots=True)
 class RequestContext:
-    """Per-request state shared by the pipeline and plugins (`metadata` is free for plugins)."""
+    """Per-request state shared by the runner and plugins (`metadata` is free for plugins).
+
+    Set as the request goes: `key_name`/`key_id`/`user`/`team` by authentication; `plan` before
+    the pre_request hooks run (None for an unknown model; re-planned if a hook changes the
+    model); `attempts` as upstreams are tried; `usage` when known. `started` is when the
+    request's first byte was read.
+    """
 
     request_id: str
     started: float
+    kind: str = "chat"
+    dialect: str = "openai"  # the client's API: "openai" or "anthropic"
     client: str = ""
+    path: str = ""
+    services: Services | None = None
     key_name: str | None = None
-    route: ModelRoute | None = None
+    key_id: str | None = None
+    user: str | None = None
+    team: str | None = None
+    allowed_models: frozenset[str] | None = None  # None: every model
+    model: str | None = None
+    plan: RoutePlan | None = None
+    attempts: list[Attempt] = field(default_factory=list)
     usage: Usage | None = None
+    usage_estimated: bool = False
     collect_text: bool = False  # a plugin wants the streamed text in its post_response
+    upstream_s: float = 0.0  # time spent waiting on upstreams
+    first_byte_at: float | None = None  # when the response's first byte went to the client
     metadata: dict[str, Any] = field(default_factory=dict)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def route(self) -> RouteStep | None:
+        """The first step of the plan (where the request goes unless it falls back)."""
+        return self.plan.steps[0] if self.plan is not None and self.plan.steps else None

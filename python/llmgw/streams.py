@@ -33,6 +33,11 @@ class SseStreamReader:
     def on_end(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for the event not yet complete (the gateway bounds it)."""
+        return self._parser.pending_bytes
+
     def broken(self, what: str) -> Exception:
         return UpstreamProtocolError(f"upstream {self._upstream!r} {what}")
 

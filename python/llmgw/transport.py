@@ -9,9 +9,13 @@ answering from memory. aiohttp/httpx stay for paths where speed does not matter.
 What it does: content-length and chunked response bodies (httptools decodes chunking), keep-alive
 reuse, connections found closed while idle are discarded before a request is written to them
 (a request already written is never retried: POSTs are not idempotent), TLS with certificate
-verification, a connection limit per upstream, four timeouts (connect, first byte, idle between
-body chunks, total), and back-pressure: reading pauses while a slow consumer has more than
-`_HIGH_WATER` bytes unread.
+verification, a connection limit per upstream with a bounded wait for a free connection
+(`PoolTimeout`), five timeouts (pool wait, connect, first byte, idle between body chunks, total),
+and back-pressure: reading pauses while a slow consumer has more than `_HIGH_WATER` bytes unread.
+
+A connection is never lost to cancellation: a request cancelled while it waits for a slot,
+connects, waits for the head, or reads the body (`read()`, iteration) closes its connection and
+frees its slot. `request(..., timing=)` fills in where the time went (`Timed`).
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ __all__ = [
     "ConnectError",
     "UpstreamTimeout",
     "UpstreamProtocolError",
+    "PoolTimeout",
+    "Timed",
 ]
 
-_HIGH_WATER = 1 << 20  # pause reading the upstream when a consumer lags by 1 MiB
-_LOW_WATER = 1 << 18
+_HIGH_WATER = 256 * 1024  # pause reading the upstream when a consumer lags by this much
 
 
 class UpstreamError(Exception):
@@ -73,14 +78,34 @@ class UpstreamProtocolError(UpstreamError):
     kind = "protocol_error"
 
 
+class PoolTimeout(UpstreamError):
+    """No connection to the upstream became free within the pool timeout (nothing was sent)."""
+
+    kind = "pool_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+class Timed(Protocol):
+    """Where `request()` records where the time went (the gateway passes its Attempt)."""
+
+    queue_s: float  # waiting for a free connection slot
+    connect_s: float  # opening a connection (0 when one was reused)
+    ttfb_s: float | None  # request written -> response head
+    sent: bool  # the request bytes were written to a connection
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds; None disables one. `idle` bounds the gap between body chunks (streams)."""
+    """Seconds; None disables one. `idle` bounds the gap between body chunks (streams); `pool`
+    the wait for a free connection when all `max_connections` are busy."""
 
     connect: float | None = 5.0
     first_byte: float | None = 60.0
     idle: float | None = 60.0
     total: float | None = 600.0
+    pool: float | None = 10.0
 
 
 _DEFAULT_TIMEOUTS = Timeouts()
@@ -93,7 +118,7 @@ class Transport(Protocol):
     `close()` to abandon it."""
 
     async def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"", *,
-                      timeout: Timeouts | None = None) -> Any: ...
+                      timeout: Timeouts | None = None, timing: Timed | None = None) -> Any: ...
 
     async def aclose(self) -> None: ...
 
@@ -277,19 +302,23 @@ class UpstreamResponse:
         return None
 
     async def read(self) -> bytes:
-        """The whole body. The connection goes back to the pool when the body ended cleanly."""
+        """The whole body. The connection goes back to the pool when the body ended cleanly, and
+        is closed (its slot freed) when it did not: an error, a timeout, or a cancellation."""
         parts: list[bytes] = []
-        while True:
-            data = self._take()
-            if data is not None:
-                parts.append(data)
-            elif self._complete:
-                break
-            else:
-                await self._wait()
-        if self._exc is not None:
-            self.close()
-            raise self._exc
+        try:
+            while True:
+                data = self._take()
+                if data is not None:
+                    parts.append(data)
+                elif self._complete:
+                    break
+                else:
+                    await self._wait()
+            if self._exc is not None:
+                raise self._exc
+        finally:
+            if not self._complete or self._exc is not None:
+                self.close()
         self._release()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -370,8 +399,9 @@ class UpstreamPool:
         return f"{self.scheme}://{self._host_header.decode()}"
 
     # connection management ----------------------------------------------------------------------
-    async def _acquire(self, timeouts: Timeouts) -> _Connection:
+    async def _acquire(self, timeouts: Timeouts, timing: Timed | None) -> _Connection:
         loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
             if self._closed:
                 raise ConnectError("upstream pool is closed", reason="gateway is reloading")
@@ -385,24 +415,39 @@ class UpstreamPool:
                     conn.abort()
                     self._active -= 1
                     continue
+                if timing is not None:
+                    timing.queue_s = now - started
+                    timing.connect_s = 0.0
                 return conn
             if self._active < self.max_connections:
                 self._active += 1
+                if timing is not None:
+                    timing.queue_s = loop.time() - started
+                connect_started = loop.time()
                 try:
                     return await self._connect(timeouts)
                 except BaseException:
                     self._active -= 1
                     self._wake_one()
                     raise
+                finally:
+                    if timing is not None:
+                        timing.connect_s = loop.time() - connect_started
             waiter = loop.create_future()
             self._waiters.append(waiter)
+            left = None if timeouts.pool is None else timeouts.pool - (loop.time() - started)
+            handle = loop.call_later(max(left, 0.0), _expire, waiter) if left is not None else None
             try:
-                await waiter
+                if await waiter is None:  # the timer, not a freed connection, woke us
+                    raise PoolTimeout(f"no free connection to upstream {self.origin} within {timeouts.pool:g}s "
+                                      f"(all {self.max_connections} busy)")
             except BaseException:
-                if not waiter.cancelled() and waiter.done():
-                    self._wake_one()  # pass the wake-up on: we no longer need it
+                if not waiter.cancelled() and waiter.done() and waiter.result() is True:
+                    self._wake_one()  # a connection was freed for us: pass the wake-up on
                 raise
             finally:
+                if handle is not None:
+                    handle.cancel()
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
@@ -451,7 +496,7 @@ class UpstreamPool:
         while self._waiters:
             w = self._waiters.popleft()
             if not w.done():
-                w.set_result(None)
+                w.set_result(True)
                 return
 
     # requests -----------------------------------------------------------------------------------
@@ -479,13 +524,14 @@ class UpstreamPool:
         body: bytes = b"",
         *,
         timeout: Timeouts | None = None,
+        timing: Timed | None = None,
     ) -> UpstreamResponse:
         """Send one request (`path` is appended to the base URL's path); returns at the headers."""
         t = timeout or _DEFAULT_TIMEOUTS
         loop = asyncio.get_running_loop()
         deadline = loop.time() + t.total if t.total is not None else None
         head = self._head(method, path, headers, len(body))
-        conn = await self._acquire(t)
+        conn = await self._acquire(t, timing)
         waiter: asyncio.Future[UpstreamResponse | None] = loop.create_future()
         conn._status_waiter = waiter
         conn.response = None
@@ -493,6 +539,9 @@ class UpstreamPool:
         conn.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             conn.transport.write(body)
+        written = loop.time()
+        if timing is not None:
+            timing.sent = True
         first_byte = t.first_byte
         if deadline is not None:
             left = deadline - loop.time()
@@ -513,6 +562,8 @@ class UpstreamPool:
             raise UpstreamTimeout(
                 f"upstream {self.origin} sent no response headers within {first_byte:.3g}s", phase="first_byte"
             )
+        if timing is not None:
+            timing.ttfb_s = loop.time() - written
         resp._idle = t.idle
         resp._deadline = deadline
         if resp._complete and resp._exc is None and not resp._chunks:
@@ -528,7 +579,7 @@ class UpstreamPool:
         while self._waiters:
             w = self._waiters.popleft()
             if not w.done():
-                w.set_result(None)
+                w.set_result(True)
 
     def stats(self) -> dict[str, int]:
         return {"open": self._active, "idle": len(self._idle), "waiting": len(self._waiters)}

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from typing import Any, AsyncIterator
 
 import aiohttp
 
-from llmgw.transport import ConnectError, Timeouts, UpstreamProtocolError, UpstreamTimeout
+from llmgw.transport import ConnectError, Timed, Timeouts, UpstreamProtocolError, UpstreamTimeout
 
 __all__ = ["AiohttpPool"]
 
@@ -81,8 +82,11 @@ class AiohttpPool:
         return self._session
 
     async def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"", *,
-                      timeout: Timeouts | None = None) -> Any:
+                      timeout: Timeouts | None = None, timing: Timed | None = None) -> Any:
         t = timeout or Timeouts()
+        started = time.perf_counter()
+        if timing is not None:
+            timing.sent = True  # aiohttp does not say when the bytes left; assume they may have
         ct = aiohttp.ClientTimeout(total=t.total, connect=t.connect or self.connect_timeout,
                                    sock_read=t.first_byte)
         try:
@@ -97,6 +101,8 @@ class AiohttpPool:
                                reason=(exc.strerror or "connection failed").lower()) from None
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(f"upstream broke the exchange: {exc}") from None
+        if timing is not None:
+            timing.ttfb_s = time.perf_counter() - started
         return AiohttpResponse(resp, t.idle)
 
     async def aclose(self) -> None:

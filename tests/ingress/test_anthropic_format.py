@@ -12,7 +12,7 @@ from llmgw._core import SseParser
 from llmgw.errors import GatewayError
 from llmgw.exchange import ChatResponse
 from llmgw.ingress.anthropic import ANTHROPIC_FORMAT, parse_messages_request
-from llmgw.server import response_as_chunks
+from llmgw.streaming import response_as_chunks
 
 COMPLETION = {"id": "chatcmpl-7", "object": "chat.completion", "created": 1, "model": "up",
               "choices": [{"index": 0, "finish_reason": "stop", "stop_reason": "###",

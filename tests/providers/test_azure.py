@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from llmgw.providers import registry
 from llmgw.config import ConfigError, UpstreamConfig, parse_config
 from llmgw.providers.azure import AzureOpenAIAdapter
 
@@ -36,7 +37,7 @@ def test_config_requires_a_valid_api_version_naming_the_key() -> None:
     text = "upstreams:\n  az:\n    provider: azure\n    base_url: https://r.openai.azure.com\n" \
            "    options: {api_version: 'latest'}\nmodels:\n  m: {upstream: az}\n"
     with pytest.raises(ConfigError) as exc:
-        parse_config(text, source="gw.yaml")
+        parse_config(text, source="gw.yaml", providers=registry)
     assert "gw.yaml:5: upstreams.az.options.api_version: must look like 2024-10-21" in str(exc.value)
 
 

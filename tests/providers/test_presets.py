@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from llmgw.providers import registry
 from llmgw.config import ConfigError, UpstreamConfig, parse_config
 from llmgw.providers import registry
 
@@ -22,16 +23,16 @@ DEFAULTS = {
 
 @pytest.mark.parametrize(("provider", "url"), sorted(DEFAULTS.items()))
 def test_base_url_defaults_per_preset(provider: str, url: str) -> None:
-    cfg = parse_config(f"upstreams:\n  local: {{provider: {provider}}}\nmodels:\n  m: {{upstream: local}}\n")
+    cfg = parse_config(f"upstreams:\n  local: {{provider: {provider}}}\nmodels:\n  m: {{upstream: local}}\n", providers=registry)
     assert cfg.upstreams["local"].base_url == url
     explicit = parse_config(f"upstreams:\n  local: {{provider: {provider}, base_url: 'http://gpu:9000/v1'}}\n"
-                            "models:\n  m: {upstream: local}\n")
+                            "models:\n  m: {upstream: local}\n", providers=registry)
     assert explicit.upstreams["local"].base_url == "http://gpu:9000/v1"
 
 
 def test_missing_base_url_error_lists_the_providers_that_have_defaults() -> None:
     with pytest.raises(ConfigError) as exc:
-        parse_config("upstreams:\n  x: {provider: openai}\nmodels:\n  m: {upstream: x}\n", source="c.yaml")
+        parse_config("upstreams:\n  x: {provider: openai}\nmodels:\n  m: {upstream: x}\n", source="c.yaml", providers=registry)
     msg = str(exc.value)
     assert msg.startswith("c.yaml:2: upstreams.x.base_url: missing")
     assert "gemini, llamacpp, ollama, tgi, vllm" in msg

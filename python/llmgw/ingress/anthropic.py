@@ -1,7 +1,7 @@
 """The Anthropic Messages dialect: `POST /v1/messages` for Anthropic SDK users, onto any backend.
 
 The request is validated the way Anthropic validates it (its 400s, in its error shape), translated
-into the canonical OpenAI request, and run by `Gateway.chat` like any other; `ANTHROPIC_FORMAT`
+into the canonical OpenAI request, and run by the RequestRunner like any other; `ANTHROPIC_FORMAT`
 encodes the canonical answer as an Anthropic message, the canonical chunk stream as Anthropic
 events, and errors as `{"type": "error", "error": {"type", "message"}}` (an `event: error` once a
 stream has started). When the backend is itself Anthropic the request is translated twice
@@ -11,18 +11,17 @@ translate.anthropic.anthropic_to_openai_request. There is no byte passthrough.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
 from llmgw.errors import GatewayError
-from llmgw.exchange import ChatRequest, ChatResponse, RequestContext, next_request_id
+from llmgw.exchange import ChatRequest, ChatResponse
 from llmgw.translate.anthropic import TranslationError, anthropic_to_openai_request, openai_to_anthropic_response
 from llmgw.translate.anthropic_stream import OpenAIToAnthropicStream
 
 __all__ = ["ANTHROPIC_FORMAT", "AnthropicFormat", "AnthropicStreamEncoder", "anthropic_error_type",
-           "messages_endpoint", "parse_messages_request"]
+           "parse_messages_request"]
 
 _BLOCK_TYPES = frozenset({"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document"})
 
@@ -140,7 +139,7 @@ class AnthropicFormat:
 
     openai = False
 
-    def encode_response(self, response: ChatResponse, request: ChatRequest) -> bytes:
+    def encode_response(self, response: ChatResponse, request: ChatRequest, keep_raw: bool = False) -> bytes:
         return orjson.dumps(openai_to_anthropic_response(response.data, request.model))
 
     def stream_encoder(self, request: ChatRequest) -> AnthropicStreamEncoder:
@@ -151,23 +150,3 @@ class AnthropicFormat:
 
 
 ANTHROPIC_FORMAT = AnthropicFormat()
-
-
-def _routed_to_anthropic(gw: Any, data: Any) -> bool:
-    route = gw.models.get(data.get("model")) if isinstance(data, dict) and isinstance(data.get("model"), str) else None
-    target = gw.pipeline.targets.get(route.upstream) if route is not None else None
-    return target is not None and target.adapter.name == "anthropic"
-
-
-async def messages_endpoint(gw: Any, scope: Any, proto: Any) -> None:
-    """`POST /v1/messages`."""
-    from llmgw.server import read_json_body, respond_error, run_watched
-
-    try:
-        data, _ = await read_json_body(gw, scope, proto)
-        req = parse_messages_request(data, scope.headers, keep_extensions=_routed_to_anthropic(gw, data))
-    except GatewayError as err:
-        respond_error(proto, err, ANTHROPIC_FORMAT)
-        return
-    ctx = RequestContext(next_request_id(), time.perf_counter(), client=scope.client)
-    await run_watched(proto, gw.chat(ctx, req, proto, ANTHROPIC_FORMAT))

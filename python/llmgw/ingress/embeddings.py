@@ -1,9 +1,9 @@
 """`POST /v1/embeddings` in OpenAI's format, routed by model like chat completions.
 
 The route's adapter builds the upstream request (`embeddings_request`) and reads the answer
-(`embeddings_response`); providers without embeddings get a 400 naming the model. Configured API
-keys are enforced as for chat (the same ApiKeyAuth rules); the chat plugins (rate limits, caches,
-guardrails) see ChatRequests and do not run here.
+(`embeddings_response`); providers without embeddings get a 400 naming the model. The request
+runs through the same hooks as chat, as request kind "embeddings" (plugins that declare it in
+their `kinds` see it: the built-in auth does).
 
 `encoding_format: "base64"` (what the openai SDK asks for by default) is honoured for every
 provider: when the upstream answered float lists (Gemini), the vectors are packed here as
@@ -14,21 +14,11 @@ from __future__ import annotations
 
 import base64
 import struct
-import time
 from typing import Any
 
-import orjson
-
-from llmgw.errors import GatewayError
 from llmgw.ingress.openai import bad_request as _bad, require_model
-from llmgw.exchange import ChatRequest, RequestContext, next_request_id
-from llmgw.pipeline import exchange, upstream_failure
-from llmgw.providers.base import optional_part
-from llmgw.transport import UpstreamError
 
-__all__ = ["embeddings", "parse_embeddings_request"]
-
-_JSON = [("content-type", "application/json")]
+__all__ = ["as_base64", "parse_embeddings_request"]
 
 
 def parse_embeddings_request(data: Any) -> tuple[str, dict[str, Any]]:
@@ -51,52 +41,8 @@ def parse_embeddings_request(data: Any) -> tuple[str, dict[str, Any]]:
     return model, data
 
 
-def _as_base64(answer: dict[str, Any]) -> None:
+def as_base64(answer: dict[str, Any]) -> None:
     for item in answer.get("data") or ():
         vector = item.get("embedding") if isinstance(item, dict) else None
         if isinstance(vector, list):
             item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-async def embeddings(gw: Any, scope: Any, proto: Any) -> None:
-    """The RSGI handler for POST /v1/embeddings."""
-    from llmgw.server import read_json_body, respond_error, run_watched  # late: server imports ingress
-
-    data, _ = await read_json_body(gw, scope, proto)
-    model, body = parse_embeddings_request(data)
-    ctx = RequestContext(next_request_id(), time.perf_counter(), client=scope.client)
-
-    async def answer() -> None:
-        try:
-            if gw.auth is not None:
-                gw.auth.pre_request(ctx, ChatRequest(body=body, model=model, stream=False, headers=scope.headers))
-            out = await _run(gw, model, body)
-        except GatewayError as err:
-            respond_error(proto, err, None, ctx.request_id)
-            return
-        proto.response_bytes(200, _JSON + [("x-request-id", ctx.request_id)], orjson.dumps(out))
-
-    await run_watched(proto, answer())
-
-
-async def _run(gw: Any, model: str, body: dict[str, Any]) -> dict[str, Any]:
-    route = gw.models.get(model)
-    if route is None:
-        raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
-                           code="model_not_found", param="model")
-    target = gw.pipeline.targets[route.upstream]
-    adapter = target.adapter
-    build = optional_part(adapter, "embeddings_request")
-    read = optional_part(adapter, "embeddings_response")
-    if build is None or read is None:
-        raise GatewayError(400, f"Model '{model}' does not support embeddings (its upstream {route.upstream!r} uses "
-                                f"provider {adapter.name!r}, which has none).", param="model",
-                           code="embeddings_not_supported")
-    raw = await exchange(target, build(body, route.model))
-    try:
-        answer = read(raw, model)
-    except UpstreamError as exc:
-        raise upstream_failure(exc, target.name) from None
-    if body.get("encoding_format") == "base64":
-        _as_base64(answer)
-    return answer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -11,7 +12,7 @@ from typing import Any, Callable
 from llmgw.config import PluginSpec
 from llmgw.plugins.api import Plugin
 
-__all__ = ["LoadedPlugin", "PluginLoadError", "load_plugins"]
+__all__ = ["LoadedPlugin", "PluginLoadError", "instantiate", "load_plugin", "load_plugins"]
 
 ENTRY_POINT_GROUP = "llmgw.plugins"
 
@@ -20,17 +21,34 @@ class PluginLoadError(ValueError):
     pass
 
 
+_HOOKS = ("on_headers", "pre_request", "post_response", "on_chunk", "on_stream_end", "on_finish")
+_PLAIN_ONLY = ("on_chunk", "on_stream_end")  # run per chunk: no awaiting there
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedPlugin:
-    """A plugin instance with its hooks resolved once, so the hot path does no lookups."""
+    """A plugin instance with its hooks resolved once, so the hot path does no lookups. A hook
+    the plugin does not override is None; `*_async` says whether to await it."""
 
     name: str
     instance: Any
+    kinds: frozenset[str]
+    read_only: bool
+    headers: Callable[..., Any] | None
+    headers_async: bool
     pre: Callable[..., Any] | None
     pre_async: bool
     post: Callable[..., Any] | None
     post_async: bool
     chunk: Callable[..., Any] | None
+    stream_end: Callable[..., Any] | None
+    finish: Callable[..., Any] | None
+    finish_async: bool
+    spec: PluginSpec | None = None  # the config entry it came from (None for built-ins)
+    owner: str = ""  # unique within the worker: what its routes, tasks and queues are filed under
+
+
+_instances = itertools.count(1)
 
 
 def _overridden(obj: Any, hook: str) -> Callable[..., Any] | None:
@@ -68,26 +86,47 @@ def _resolve(target: str) -> type:
         raise PluginLoadError(f"plugin {target!r}: loading entry point failed: {exc}") from None
 
 
-def instantiate(cls: Any, name: str, options: dict[str, Any]) -> LoadedPlugin:
+def instantiate(cls: Any, name: str, options: dict[str, Any], spec: PluginSpec | None = None) -> LoadedPlugin:
     if not callable(cls):
         raise PluginLoadError(f"plugin {name!r} is not a class")
     try:
         inst = cls(**options)
     except TypeError as exc:
         raise PluginLoadError(f"plugin {name!r}: bad options {sorted(options)}: {exc}") from None
-    pre, post, chunk = _overridden(inst, "pre_request"), _overridden(inst, "post_response"), _overridden(inst, "on_chunk")
-    if chunk is not None and inspect.iscoroutinefunction(chunk):
-        raise PluginLoadError(f"plugin {name!r}: on_chunk must be a plain function (it runs per chunk)")
+    hooks = {hook: _overridden(inst, hook) for hook in _HOOKS}
+    for hook in _PLAIN_ONLY:
+        if hooks[hook] is not None and inspect.iscoroutinefunction(hooks[hook]):
+            raise PluginLoadError(f"plugin {name!r}: {hook} must be a plain function (it runs per chunk)")
+    kinds = getattr(inst, "kinds", None) or frozenset({"chat"})
+    if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+        raise PluginLoadError(f"plugin {name!r}: kinds must be a set of request kinds such as {{'chat'}}")
+
+    def is_async(hook: str) -> bool:
+        return hooks[hook] is not None and inspect.iscoroutinefunction(hooks[hook])
+
     return LoadedPlugin(
         name=getattr(inst, "name", "") or type(inst).__name__,
         instance=inst,
-        pre=pre,
-        pre_async=pre is not None and inspect.iscoroutinefunction(pre),
-        post=post,
-        post_async=post is not None and inspect.iscoroutinefunction(post),
-        chunk=chunk,
+        kinds=frozenset(kinds),
+        read_only=bool(getattr(inst, "read_only", False)),
+        headers=hooks["on_headers"],
+        headers_async=is_async("on_headers"),
+        pre=hooks["pre_request"],
+        pre_async=is_async("pre_request"),
+        post=hooks["post_response"],
+        post_async=is_async("post_response"),
+        chunk=hooks["on_chunk"],
+        stream_end=hooks["on_stream_end"],
+        finish=hooks["on_finish"],
+        finish_async=is_async("on_finish"),
+        spec=spec,
+        owner=f"{name}#{next(_instances)}",
     )
 
 
+def load_plugin(spec: PluginSpec) -> LoadedPlugin:
+    return instantiate(_resolve(spec.target), spec.target, dict(spec.options), spec)
+
+
 def load_plugins(specs: tuple[PluginSpec, ...] | list[PluginSpec]) -> list[LoadedPlugin]:
-    return [instantiate(_resolve(spec.target), spec.target, dict(spec.options)) for spec in specs]
+    return [load_plugin(spec) for spec in specs]

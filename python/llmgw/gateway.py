@@ -1,0 +1,150 @@
+"""The Gateway: everything built from one configuration, shared by a worker's requests.
+
+A reload builds a new Gateway from the new config and the one serving now, keeping what did not
+change: the connection pool of an upstream whose config is equal, the plugin instance (with its
+state) of a config entry that is equal. Requests in flight finish on the Gateway they started
+with; `retire` then stops what the new one does not use. App-scoped state lives in `Services`
+and is never rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Any
+
+from llmgw.config import Config, UpstreamConfig
+from llmgw.http.body import BodyLimits
+from llmgw.plugins.auth import ApiKeyAuth
+from llmgw.plugins.chain import PluginChain
+from llmgw.plugins.loader import LoadedPlugin, instantiate, load_plugin
+from llmgw.providers import registry
+from llmgw.routing import Router
+from llmgw.services import Services
+from llmgw.transport import Transport, UpstreamPool
+from llmgw.upstream import Scrubber, Target
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("llmgw")
+
+
+def _pool(up: UpstreamConfig) -> Transport:
+    ssl_ctx = None
+    if up.base_url.startswith("https://"):
+        ssl_ctx = ssl.create_default_context(cafile=up.ca_file)
+        if not up.tls_verify:
+            ssl_ctx.check_hostname = False
+            ssl_ctx.verify_mode = ssl.CERT_NONE
+    cls: Any = UpstreamPool
+    if up.transport == "aiohttp":
+        from llmgw.transport_aiohttp import AiohttpPool
+
+        cls = AiohttpPool
+    return cls(up.base_url, max_connections=up.max_connections, ssl_context=ssl_ctx,
+               connect_timeout=up.timeouts.connect or 5.0)
+
+
+class Gateway:
+    """Routes, upstreams, plugins and limits of one configuration (see the module docstring)."""
+
+    def __init__(self, config: Config, services: Services, previous: Gateway | None = None) -> None:
+        self.config = config
+        self.services = services
+        self.inflight = 0
+        old_pools = previous.pools if previous is not None else {}
+        self.pools: dict[str, tuple[UpstreamConfig, Transport]] = {}
+        self.targets: dict[str, Target] = {}
+        self._new_pools: list[Transport] = []
+        for name, up in config.upstreams.items():
+            kept = old_pools.get(name)
+            if kept is not None and kept[0] == up:
+                pool = kept[1]
+            else:
+                pool = _pool(up)
+                self._new_pools.append(pool)
+            self.pools[name] = (up, pool)
+            self.targets[name] = Target(name, registry.get(up.provider)(up), pool, up.timeouts)
+        plugins, self.fresh = self._plugins(config, previous)
+        self.chain = PluginChain(plugins)
+        self.router = Router(config.models)
+        secrets = [up.api_key or "" for up in config.upstreams.values()]
+        secrets += [v for up in config.upstreams.values() for _, v in up.headers if len(v) >= 8]
+        secrets += [k.key for k in config.auth_keys]
+        self.scrub = Scrubber(secrets)
+        self.body_limits = BodyLimits(config.server.max_body_bytes, config.server.max_json_depth)
+
+    @staticmethod
+    def _plugins(config: Config, previous: Gateway | None) -> tuple[list[LoadedPlugin], list[LoadedPlugin]]:
+        """The plugins of `config`, reusing the previous instance of every unchanged entry; and
+        the ones that are new (they need startup)."""
+        reusable = list(previous.chain.plugins) if previous is not None else []
+        plugins: list[LoadedPlugin] = []
+        fresh: list[LoadedPlugin] = []
+
+        def take(match: Any, make: Any) -> None:
+            for i, old in enumerate(reusable):
+                if match(old):
+                    plugins.append(reusable.pop(i))
+                    return
+            new = make()
+            plugins.append(new)
+            fresh.append(new)
+
+        if config.auth_keys:
+            take(lambda p: p.spec is None and isinstance(p.instance, ApiKeyAuth) and p.instance.keys == config.auth_keys,
+                 lambda: instantiate(ApiKeyAuth, "auth", {"keys": config.auth_keys}))
+        for spec in config.plugins:
+            take(lambda p, spec=spec: p.spec == spec, lambda spec=spec: load_plugin(spec))
+        return plugins, fresh
+
+    def routes_to_provider(self, data: Any, provider: str) -> bool:
+        """Whether the model named in a request body goes first to an upstream of `provider`."""
+        model = data.get("model") if isinstance(data, dict) else None
+        plan = self.router.plan(model) if isinstance(model, str) else None
+        target = self.targets.get(plan.steps[0].target) if plan is not None and plan.steps else None
+        return target is not None and target.adapter.name == provider
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the new plugins in order. If one fails, the ones started here are stopped again
+        (in reverse) and the error propagates: the previous configuration keeps serving."""
+        started: list[LoadedPlugin] = []
+        try:
+            for p in self.fresh:
+                out = p.instance.startup(self.services.scoped(p.owner)) if hasattr(p.instance, "startup") else None
+                if asyncio.iscoroutine(out):
+                    await out
+                started.append(p)
+        except BaseException:
+            for p in reversed(started):
+                await self._stop_plugin(p)
+            for pool in self._new_pools:
+                await pool.aclose()
+            raise
+
+    async def _stop_plugin(self, p: LoadedPlugin) -> None:
+        try:
+            out = p.instance.shutdown() if hasattr(p.instance, "shutdown") else None
+            if asyncio.iscoroutine(out):
+                await out
+        except Exception:
+            log.exception("plugin %s failed in shutdown", p.name)
+        await self.services.release(p.owner)
+
+    async def retire(self, successor: Gateway | None, grace: float = 600.0) -> None:
+        """After the requests that started here are done (or `grace` passed), stop the plugins and
+        close the pools that `successor` does not use; everything, when there is none."""
+        deadline = time.monotonic() + grace
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        kept_plugins = {id(p) for p in successor.chain.plugins} if successor is not None else set()
+        for p in reversed(self.chain.plugins):
+            if id(p) not in kept_plugins:
+                await self._stop_plugin(p)
+        kept_pools = {id(pool) for _, pool in successor.pools.values()} if successor is not None else set()
+        for _, pool in self.pools.values():
+            if id(pool) not in kept_pools:
+                await pool.aclose()

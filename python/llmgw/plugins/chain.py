@@ -1,0 +1,225 @@
+"""Running the plugins' hooks: one `KindChain` per request kind, with each hook's plugins listed
+once when the configuration loads, so a request pays only for the hooks that exist.
+
+The rules are the contract in plugins/api.py; this module is where they are carried out: order
+(pre hooks in configured order, post and finish hooks in reverse), which post and chunk hooks
+run (those of plugins whose pre_request stage was reached), short-circuits, and what a crash
+becomes (`PluginCrash`, a 500 naming the plugin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from llmgw.errors import GatewayError
+from llmgw.exchange import ChatRequest, ChatResponse, Outcome, RequestContext
+
+if TYPE_CHECKING:
+    from llmgw.plugins.loader import LoadedPlugin
+    from llmgw.services import Services
+
+__all__ = ["ChunkHooks", "KindChain", "PluginChain", "PluginCrash", "plugin_crash"]
+
+log = logging.getLogger("llmgw")
+
+Chunk = dict[str, Any]
+
+
+class PluginCrash(GatewayError):
+    """A plugin hook raised something other than GatewayError (a 500 naming the plugin)."""
+
+
+def plugin_crash(p: LoadedPlugin, hook: str, exc: BaseException) -> PluginCrash:
+    log.error("plugin %s failed in %s", p.name, hook, exc_info=exc)
+    return PluginCrash(500, f"plugin {p.name!r} failed in {hook}: {type(exc).__name__}", type="server_error",
+                       code="plugin_error")
+
+
+class KindChain:
+    """The plugins that handle one request kind, and which of them have each hook."""
+
+    __slots__ = ("plugins", "headers", "has_pre", "has_post", "chunky", "finish", "modifies_request",
+                 "modifies_chunks")
+
+    def __init__(self, plugins: list[LoadedPlugin]) -> None:
+        self.plugins = plugins
+        self.headers = [p for p in plugins if p.headers is not None]
+        self.has_pre = any(p.pre is not None for p in plugins)
+        self.has_post = any(p.post is not None for p in plugins)
+        self.chunky = [p for p in plugins if p.chunk is not None or p.stream_end is not None]
+        self.finish = [p for p in reversed(plugins) if p.finish is not None]
+        self.modifies_request = any(p.pre is not None and not p.read_only for p in plugins)
+        self.modifies_chunks = any(not p.read_only for p in self.chunky)
+
+    async def run_headers(self, ctx: RequestContext, headers: dict[str, str]) -> None:
+        for p in self.headers:
+            try:
+                out = p.headers(ctx, headers)  # type: ignore[misc]
+                if p.headers_async:
+                    await out
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise plugin_crash(p, "on_headers", exc) from None
+
+    async def run_pre(self, ctx: RequestContext, req: ChatRequest,
+                      ran: list[LoadedPlugin]) -> tuple[ChatRequest, ChatResponse | GatewayError | None, bool]:
+        """(request, short-circuit result or None, whether the body may have changed)."""
+        changed = False
+        for p in self.plugins:
+            ran.append(p)
+            if p.pre is None:
+                continue
+            changed = changed or not p.read_only
+            try:
+                out = p.pre(ctx, req)
+                if p.pre_async:
+                    out = await out
+            except GatewayError as err:
+                return req, err, changed
+            except Exception as exc:
+                return req, plugin_crash(p, "pre_request", exc), changed
+            if out is None:
+                continue
+            if isinstance(out, ChatRequest) and not p.read_only:
+                req = out
+            elif isinstance(out, (ChatResponse, GatewayError)):
+                return req, out, changed
+            else:
+                what = "a read-only plugin returned a ChatRequest" if isinstance(out, ChatRequest) else \
+                    f"returned {type(out).__name__}"
+                return req, plugin_crash(p, "pre_request", TypeError(what)), changed
+        return req, None, changed
+
+    async def run_post(self, ctx: RequestContext, result: ChatResponse | GatewayError,
+                       ran: list[LoadedPlugin]) -> tuple[ChatResponse | GatewayError, bool]:
+        """(final result, whether a ChatResponse's original bytes may still be sent as they are)."""
+        keep_raw = True
+        for p in reversed(ran):
+            if p.post is None:
+                continue
+            keep_raw = keep_raw and p.read_only
+            try:
+                out = p.post(ctx, result)
+                if p.post_async:
+                    out = await out
+            except GatewayError as err:
+                out = err
+            except Exception as exc:
+                out = plugin_crash(p, "post_response", exc)
+            if out is not None:
+                if not isinstance(out, (ChatResponse, GatewayError)):
+                    out = plugin_crash(p, "post_response", TypeError(f"returned {type(out).__name__}"))
+                result = out
+        return result, keep_raw
+
+    def chunk_hooks(self, ctx: RequestContext, ran: list[LoadedPlugin]) -> ChunkHooks | None:
+        plugins = [p for p in self.chunky if p in ran]
+        return ChunkHooks(plugins, ctx) if plugins else None
+
+    async def run_finish(self, ctx: RequestContext, outcome: Outcome, services: Services | None) -> None:
+        """Every on_finish hook, each isolated: a failure is logged, the others still run. Async
+        hooks run in a task of their own, shielded, so cancelling the request cannot skip them."""
+        for p in self.finish:
+            try:
+                out = p.finish(ctx, outcome)  # type: ignore[misc]
+                if p.finish_async:
+                    task = asyncio.ensure_future(out)
+                    if services is not None:
+                        services.track_finish(task)
+                    try:
+                        await asyncio.shield(task)
+                    except asyncio.CancelledError:
+                        pass  # the task itself goes on; shutdown waits for it
+            except Exception as exc:
+                log.error("plugin %s failed in on_finish", p.name, exc_info=exc)
+
+
+class PluginChain:
+    """All loaded plugins of a configuration, with a KindChain per request kind."""
+
+    def __init__(self, plugins: list[LoadedPlugin]) -> None:
+        self.plugins = plugins
+        self._by_kind: dict[str, KindChain] = {}
+
+    def for_kind(self, kind: str) -> KindChain:
+        chain = self._by_kind.get(kind)
+        if chain is None:
+            chain = self._by_kind[kind] = KindChain([p for p in self.plugins if kind in p.kinds])
+        return chain
+
+
+class ChunkHooks:
+    """The on_chunk / on_stream_end hooks of one request's plugins, in configured order."""
+
+    __slots__ = ("plugins", "ctx")
+
+    def __init__(self, plugins: list[LoadedPlugin], ctx: RequestContext) -> None:
+        self.plugins = plugins
+        self.ctx = ctx
+
+    def run(self, chunk: Chunk, start: int = 0) -> list[Chunk]:
+        """`chunk` through the on_chunk hooks of plugins[start:]: the chunks that come out."""
+        out = [chunk]
+        ctx = self.ctx
+        for p in self.plugins[start:] if start else self.plugins:
+            hook = p.chunk
+            if hook is None:
+                continue
+            nxt: list[Chunk] = []
+            for c in out:
+                try:
+                    r = hook(ctx, c)
+                except GatewayError:
+                    raise
+                except Exception as exc:
+                    raise plugin_crash(p, "on_chunk", exc) from None
+                if r is None:
+                    continue
+                if isinstance(r, dict):
+                    nxt.append(r)
+                elif isinstance(r, list) and all(isinstance(x, dict) for x in r):
+                    nxt.extend(r)
+                else:
+                    raise plugin_crash(p, "on_chunk", TypeError(f"returned {type(r).__name__}"))
+            out = nxt
+            if not out:
+                break
+        return out
+
+    def observe(self, chunk: Chunk) -> None:
+        """Read-only observers: call each on_chunk, ignore what it returns."""
+        ctx = self.ctx
+        for p in self.plugins:
+            if p.chunk is not None:
+                try:
+                    p.chunk(ctx, chunk)
+                except GatewayError:
+                    raise
+                except Exception as exc:
+                    raise plugin_crash(p, "on_chunk", exc) from None
+
+    def flush(self) -> list[Chunk]:
+        """on_stream_end of each plugin in order; what one releases passes the later on_chunk hooks."""
+        released: list[Chunk] = []
+        ctx = self.ctx
+        for i, p in enumerate(self.plugins):
+            if p.stream_end is None:
+                continue
+            try:
+                held = p.stream_end(ctx)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise plugin_crash(p, "on_stream_end", exc) from None
+            if held is None:
+                continue
+            if not isinstance(held, list) or not all(isinstance(x, dict) for x in held):
+                raise plugin_crash(p, "on_stream_end", TypeError(f"returned {type(held).__name__}"))
+            for c in held:
+                released.extend(self.run(c, i + 1))
+        return released
+
+

@@ -1,0 +1,495 @@
+"""The RequestRunner: owns one request from its first byte to its last.
+
+    on_headers hooks ─▶ body read within limits, parsed, validated ─▶ route plan
+    ─▶ pre_request hooks ─▶ attempts along the plan (adapter → pooled upstream)
+    ─▶ answer or stream (on_chunk hooks) ─▶ post_response hooks ─▶ on_finish (always, once)
+
+Every endpoint (chat completions, Anthropic messages, embeddings, the model list) runs here, as
+its request kind. The rules of the hot path (DESIGN.md §3): the client's request bytes go
+upstream untouched unless a plugin that is not read-only ran; a stream is forwarded event by
+event, and the response is committed only when the first event is ready to send, so an upstream
+that fails before that is a failed attempt (another deployment may serve it, or the client gets
+a proper HTTP error); after the commit a failure ends the stream with an error event in the
+client's format. Whatever happens — an error, a crash, a cancellation because the client left —
+`_finish` runs exactly once and hands every on_finish hook the Outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import orjson
+
+from llmgw.errors import GatewayError, UpstreamFailure
+from llmgw.exchange import (
+    Attempt,
+    ChatRequest,
+    ChatResponse,
+    Outcome,
+    RequestContext,
+    RouteStep,
+    Usage,
+    request_id_from,
+)
+from llmgw.http.body import JSON_HEADERS, read_json, respond_error
+from llmgw.http.server import ClientGone, HttpRequest
+from llmgw.ingress.anthropic import ANTHROPIC_FORMAT, parse_messages_request
+from llmgw.ingress.embeddings import as_base64, parse_embeddings_request
+from llmgw.ingress.openai import OPENAI_FORMAT, parse_chat_request
+from llmgw.plugins.chain import PluginCrash
+from llmgw.providers.base import optional_part
+from llmgw.services import RouteRequest
+from llmgw.streaming import ChunkPump, PassthroughPump, chunks_as_response, response_as_chunks
+from llmgw.tokens import count_chat_tokens
+from llmgw.transport import UpstreamError
+from llmgw.upstream import Target, exchange, open_response, transport_failure
+
+if TYPE_CHECKING:
+    from llmgw.gateway import Gateway
+    from llmgw.ingress import ClientFormat
+    from llmgw.plugins.loader import LoadedPlugin
+
+__all__ = ["ANTHROPIC_MESSAGES", "CHAT", "EMBEDDINGS", "Endpoint", "MODELS", "RequestRunner"]
+
+log = logging.getLogger("llmgw")
+
+_SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One API endpoint: its request kind, the client's dialect, and how its request is read."""
+
+    kind: str
+    dialect: str
+    fmt: ClientFormat
+    read: Callable[[RequestRunner], Awaitable[ChatRequest]]
+
+
+async def _read_chat(run: RequestRunner) -> ChatRequest:
+    data, raw = await read_json(run.http, run.gw.body_limits)
+    return parse_chat_request(data, raw, run.http.headers)
+
+
+async def _read_messages(run: RequestRunner) -> ChatRequest:
+    data, _ = await read_json(run.http, run.gw.body_limits)
+    return parse_messages_request(data, run.http.headers, keep_extensions=run.gw.routes_to_provider(data, "anthropic"))
+
+
+async def _read_embeddings(run: RequestRunner) -> ChatRequest:
+    data, raw = await read_json(run.http, run.gw.body_limits)
+    model, body = parse_embeddings_request(data)
+    return ChatRequest(body=body, model=model, stream=False, raw=raw, headers=run.http.headers, kind="embeddings")
+
+
+async def _read_nothing(run: RequestRunner) -> ChatRequest:
+    return ChatRequest(body={}, model="", stream=False, raw=None, headers=run.http.headers, kind="models")
+
+
+CHAT = Endpoint("chat", "openai", OPENAI_FORMAT, _read_chat)
+ROUTE = Endpoint("route", "openai", OPENAI_FORMAT, _read_nothing)
+ANTHROPIC_MESSAGES = Endpoint("chat", "anthropic", ANTHROPIC_FORMAT, _read_messages)
+EMBEDDINGS = Endpoint("embeddings", "openai", OPENAI_FORMAT, _read_embeddings)
+MODELS = Endpoint("models", "openai", OPENAI_FORMAT, _read_nothing)
+
+
+def _not_found(model: str) -> GatewayError:
+    return GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                        code="model_not_found", param="model")
+
+
+class RequestRunner:
+    """Runs one request (see the module docstring). Create one per request and `await run()`."""
+
+    __slots__ = ("gw", "http", "ep", "chain", "ctx", "fmt", "req", "ran", "status", "result", "error",
+                 "streamed", "short_circuit", "pump", "client_s", "route")
+
+    def __init__(self, gw: Gateway, http: HttpRequest, ep: Endpoint,
+                 route: tuple[Any, dict[str, str]] | None = None) -> None:
+        self.gw = gw
+        self.route = route  # (a plugin's route, its path params) for kind "route"
+        self.http = http
+        self.ep = ep
+        self.fmt = ep.fmt
+        self.chain = gw.chain.for_kind(ep.kind)
+        self.ctx = RequestContext(request_id_from(http.headers), http.received_at, kind=ep.kind, dialect=ep.dialect,
+                                  client=http.client, path=http.path, services=gw.services)
+        self.req: ChatRequest | None = None
+        self.ran: list[LoadedPlugin] = []
+        self.status = 0
+        self.result = "ok"
+        self.error: GatewayError | None = None
+        self.streamed = False
+        self.short_circuit = False
+        self.pump: ChunkPump | PassthroughPump | None = None
+        self.client_s = 0.0  # time blocked on a slow client (neither upstream nor gateway time)
+
+    @classmethod
+    def for_route(cls, gw: Gateway, http: HttpRequest, route: Any, params: dict[str, str]) -> RequestRunner:
+        """A runner for a route a plugin registered (request kind "route")."""
+        return cls(gw, http, ROUTE, (route, params))
+
+    async def run(self) -> None:
+        try:
+            await self._serve()
+        except (asyncio.CancelledError, ClientGone):
+            self.result = "client_gone"
+            raise
+        except Exception:  # a bug: answer 500 if we still can, keep serving
+            log.exception("request %s failed", self.ctx.request_id)
+            self.result = "error"
+            self.error = GatewayError(500, "The gateway failed to answer this request.", type="server_error",
+                                      code="internal_error")
+            if not self.http.responded:
+                self._answer_error(self.error)
+        finally:
+            await self._finish()
+
+    # -- the request, step by step ------------------------------------------------------------------
+    async def _serve(self) -> None:
+        ctx, chain, http = self.ctx, self.chain, self.http
+        if chain.headers:
+            try:
+                await chain.run_headers(ctx, http.headers)
+            except GatewayError as err:
+                return self._answer_error(err)
+        if self.route is not None:
+            return await self._serve_route()
+        try:
+            req = await self.ep.read(self)
+        except GatewayError as err:
+            return self._answer_error(err)
+        self.req = req
+        router = self.gw.router
+        ctx.model = req.model
+        ctx.plan = router.plan(req.model) if req.kind != "models" else None
+        body_changed = False
+        result: ChatResponse | GatewayError | None = None
+        if chain.plugins:
+            req, result, body_changed = await chain.run_pre(ctx, req, self.ran)
+            self.req = req
+            if req.model != ctx.model:
+                ctx.model = req.model
+                ctx.plan = router.plan(req.model)
+        if result is not None:
+            self.short_circuit = isinstance(result, ChatResponse)
+        elif req.kind == "chat":
+            result = await self._chat(req, body_changed)
+            if result is None:  # streamed: answered, post hooks done
+                return
+        elif req.kind == "embeddings":
+            result = await self._embeddings(req)
+        else:
+            result = self._models()
+        keep_raw = True
+        if chain.has_post:
+            result, keep_raw = await chain.run_post(ctx, result, self.ran)
+        if isinstance(result, GatewayError):
+            self._answer_error(result)
+        elif req.stream and req.kind == "chat":
+            await self._replay(result)
+        else:
+            self._answer(result, keep_raw)
+
+    # -- chat completions ---------------------------------------------------------------------------
+    async def _chat(self, req: ChatRequest, body_changed: bool) -> ChatResponse | GatewayError | None:
+        plan = self.ctx.plan
+        if plan is None:
+            return _not_found(req.model)
+        failure: UpstreamFailure | None = None
+        for step in plan.steps:
+            target = self.gw.targets[step.target]
+            raw = req.raw if not body_changed and step.model == req.model else None
+            try:  # translating may refuse the request (a parameter this provider lacks)
+                ureq = target.adapter.chat_request(req.body, step.model, req.stream, raw)
+            except GatewayError as err:
+                return err
+            attempt = self._attempt(step)
+            try:
+                if req.stream:
+                    return await self._stream(req, target, ureq, attempt)
+                body = await exchange(target, ureq, attempt, self.ctx, self.gw.scrub)
+                response = self._chat_response(target, body, req)
+            except UpstreamFailure as f:
+                self._failed(attempt, f)
+                failure = f
+                if not f.fallback:
+                    break
+                continue  # the routing issue decides which failures move on to the next step
+            attempt.usage = self.ctx.usage
+            attempt.total_s = time.perf_counter() - attempt.started
+            return response
+        assert failure is not None
+        return failure
+
+    def _chat_response(self, target: Target, body: bytes, req: ChatRequest) -> ChatResponse:
+        ctx, adapter = self.ctx, target.adapter
+        if adapter.passthrough:
+            out = ChatResponse(raw=body)
+            if body.rfind(b'"usage"') >= 0:  # read usage, but forward the bytes (the parse is not kept)
+                try:
+                    ctx.usage = Usage.from_openai(orjson.loads(body).get("usage"))
+                except (orjson.JSONDecodeError, AttributeError):
+                    raise UpstreamFailure(502, f"upstream {target.name!r} sent an invalid JSON response",
+                                          reason="protocol", retryable=True, fallback=True,
+                                          code="upstream_protocol_error") from None
+        else:
+            try:
+                out = ChatResponse(adapter.chat_response(body, req.model))
+            except UpstreamError as exc:
+                raise transport_failure(exc, target.name, self.gw.scrub) from None
+            ctx.usage = Usage.from_openai(out.data.get("usage"))
+        out.usage = ctx.usage
+        return out
+
+    async def _stream(self, req: ChatRequest, target: Target, ureq: Any, attempt: Attempt) -> GatewayError | None:
+        """Open the stream; once its first event is ready, commit and forward it. Raises
+        UpstreamFailure while nothing was sent (the attempt failed); returns a GatewayError for
+        a plugin crash before the commit, else None (answered)."""
+        ctx = self.ctx
+        resp = await open_response(target, ureq, attempt, ctx, self.gw.scrub)
+        try:
+            pump = self.pump = self._make_pump(target, req)
+            chunks = resp.__aiter__()
+            first, ended = await self._first_output(chunks, pump, target)
+        except PluginCrash as err:
+            resp.close()
+            attempt.total_s = time.perf_counter() - attempt.started
+            return err
+        except BaseException:
+            resp.close()
+            raise
+        await self._forward(req, attempt, resp, chunks, pump, first, ended, target)
+        return None
+
+    def _make_pump(self, target: Target, req: ChatRequest) -> ChunkPump | PassthroughPump:
+        chain, ctx = self.chain, self.ctx
+        hooks = chain.chunk_hooks(ctx, self.ran) if chain.chunky else None
+        if self.fmt.openai and target.adapter.passthrough and not (hooks is not None and chain.modifies_chunks):
+            return PassthroughPump(target.name, hooks, ctx.collect_text)
+        reader = target.adapter.stream_translator(req.model, include_usage=req.include_usage)
+        return ChunkPump(reader, self.fmt.stream_encoder(req), hooks)
+
+    async def _first_output(self, chunks: Any, pump: ChunkPump | PassthroughPump,
+                            target: Target) -> tuple[bytes, bool]:
+        """Read until the pump has bytes for the client: (bytes, whether the stream ended)."""
+        ctx = self.ctx
+        t0 = time.perf_counter()
+        try:
+            async for data in chunks:
+                out = pump.feed(data)
+                if out:
+                    return out, False
+            return pump.finish(), True
+        except UpstreamError as exc:
+            raise transport_failure(exc, target.name, self.gw.scrub) from None
+        finally:
+            ctx.upstream_s += time.perf_counter() - t0
+
+    async def _forward(self, req: ChatRequest, attempt: Attempt, resp: Any, chunks: Any,
+                       pump: ChunkPump | PassthroughPump, first: bytes, ended: bool, target: Target) -> None:
+        ctx = self.ctx
+        sink = self.http.start_stream(200, _SSE + [("x-request-id", ctx.request_id)] + ctx.response_headers)
+        self.status, self.streamed = 200, True
+        ctx.first_byte_at = time.perf_counter()
+        error: GatewayError | None = None
+        try:
+            await self._send(sink, first)
+            if not ended:
+                t0 = time.perf_counter()
+                async for data in chunks:
+                    ctx.upstream_s += time.perf_counter() - t0
+                    out = pump.feed(data)
+                    if out:
+                        await self._send(sink, out)
+                    t0 = time.perf_counter()
+                ctx.upstream_s += time.perf_counter() - t0
+                await self._send(sink, pump.finish())
+        except UpstreamError as exc:
+            error = attempt.error = transport_failure(exc, target.name, self.gw.scrub)
+        except GatewayError as err:  # a plugin hook failed (PluginCrash) or refused mid-stream
+            error = err
+        finally:
+            resp.close()
+            attempt.total_s = time.perf_counter() - attempt.started
+            ctx.usage = attempt.usage = pump.usage
+        if error is not None:
+            self.result, self.error = "stream_error", error
+            await self._send(sink, pump.error(error))
+        sink.end()
+        if self.chain.has_post:
+            summary = ChatResponse(streamed=True)
+            summary.usage, summary.finish_reason = ctx.usage, "error" if error is not None else pump.finish_reason
+            summary.text = pump.text if ctx.collect_text else None
+            await self.chain.run_post(ctx, summary, self.ran)
+
+    async def _send(self, sink: Any, data: bytes) -> None:
+        if data:
+            t0 = time.perf_counter()
+            await sink.send(data)
+            self.client_s += time.perf_counter() - t0
+
+    async def _replay(self, response: ChatResponse) -> None:
+        """Stream a ChatResponse (a plugin's short-circuit, a cache hit) chunk by chunk through the
+        on_chunk hooks, as a real stream."""
+        ctx, req = self.ctx, self.req
+        assert req is not None
+        source = response.chunks if response.chunks is not None else response_as_chunks(response.data, req.include_usage)
+        pump = self.pump = ChunkPump(None, self.fmt.stream_encoder(req), self.chain.chunk_hooks(ctx, self.ran))
+        sink = self.http.start_stream(response.status, _SSE + [("x-request-id", ctx.request_id)] + ctx.response_headers
+                                      + response.headers)
+        self.status, self.streamed = response.status, True
+        ctx.first_byte_at = time.perf_counter()
+        try:
+            if hasattr(source, "__aiter__"):
+                async for chunk in source:
+                    await self._send(sink, pump.encode((chunk,)))
+            else:
+                for chunk in source:
+                    await self._send(sink, pump.encode((chunk,)))
+            await self._send(sink, pump.finish())
+        except GatewayError as err:
+            self.result, self.error = "stream_error", err
+            await self._send(sink, pump.error(err))
+        sink.end()
+        ctx.usage = response.usage or pump.usage
+
+    # -- embeddings and the model list ----------------------------------------------------------------
+    async def _embeddings(self, req: ChatRequest) -> ChatResponse | GatewayError:
+        plan = self.ctx.plan
+        if plan is None:
+            return _not_found(req.model)
+        failure: GatewayError | None = None
+        for step in plan.steps:
+            target = self.gw.targets[step.target]
+            build = optional_part(target.adapter, "embeddings_request")
+            read = optional_part(target.adapter, "embeddings_response")
+            if build is None or read is None:
+                return GatewayError(400, f"Model '{req.model}' does not support embeddings (its upstream "
+                                         f"{step.target!r} uses provider {target.adapter.name!r}, which has none).",
+                                    param="model", code="embeddings_not_supported")
+            attempt = self._attempt(step)
+            try:
+                body = await exchange(target, build(req.body, step.model), attempt, self.ctx, self.gw.scrub)
+                try:
+                    answer = read(body, req.model)
+                except UpstreamError as exc:
+                    raise transport_failure(exc, target.name, self.gw.scrub) from None
+            except UpstreamFailure as f:
+                self._failed(attempt, f)
+                failure = f
+                if not f.fallback:
+                    break
+                continue
+            if req.body.get("encoding_format") == "base64":
+                as_base64(answer)
+            self.ctx.usage = attempt.usage = Usage.from_openai(answer.get("usage"))
+            attempt.total_s = time.perf_counter() - attempt.started
+            return ChatResponse(answer)
+        assert failure is not None
+        return failure
+
+    def _models(self) -> ChatResponse:
+        allowed = self.ctx.allowed_models
+        names = [m for m in self.gw.router.names() if allowed is None or m in allowed]
+        return ChatResponse({"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "llmgw"}
+                                                         for n in names]})
+
+    async def _serve_route(self) -> None:
+        route, params = self.route  # type: ignore[misc]
+        http = self.http
+        request = RouteRequest(http.method, http.path, params, dict(parse_qsl(http.query)), http.headers, http,
+                               self.gw.body_limits.max_bytes)
+        try:
+            response = await route.handler(self.ctx, request)
+        except GatewayError as err:
+            return self._answer_error(err)
+        http.respond(response.status, [("content-type", response.content_type), ("x-request-id", self.ctx.request_id)]
+                     + self.ctx.response_headers + response.headers, response.encoded())
+        self.status = response.status
+        self.ctx.first_byte_at = time.perf_counter()
+
+    # -- answering ------------------------------------------------------------------------------------
+    def _answer(self, response: ChatResponse, keep_raw: bool) -> None:
+        ctx, req = self.ctx, self.req
+        assert req is not None
+        if response.chunks is not None and req.kind == "chat":
+            if hasattr(response.chunks, "__aiter__"):
+                raise TypeError("an async chunk source can only answer a streaming request")
+            response.data = chunks_as_response(response.chunks)
+        body = self.fmt.encode_response(response, req, keep_raw)
+        self.http.respond(response.status, JSON_HEADERS + [("x-request-id", ctx.request_id)] + ctx.response_headers
+                          + response.headers, body)
+        self.status = response.status
+        ctx.first_byte_at = time.perf_counter()
+        if ctx.usage is None and req.kind == "chat":
+            ctx.usage = response.usage or Usage.from_openai(response.data.get("usage"))
+
+    def _answer_error(self, err: GatewayError) -> None:
+        self.status, self.result, self.error = err.status, "error", err
+        respond_error(self.http, err, self.fmt, self.ctx.request_id, self.ctx.response_headers)
+        self.ctx.first_byte_at = time.perf_counter()
+
+    # -- attempts -------------------------------------------------------------------------------------
+    def _attempt(self, step: RouteStep) -> Attempt:
+        attempt = Attempt(step.target, step.model, time.perf_counter())
+        self.ctx.attempts.append(attempt)
+        return attempt
+
+    @staticmethod
+    def _failed(attempt: Attempt, failure: UpstreamFailure) -> None:
+        attempt.error = failure
+        attempt.total_s = time.perf_counter() - attempt.started
+
+    # -- the end ----------------------------------------------------------------------------------------
+    async def _finish(self) -> None:
+        """Build the Outcome and run every on_finish hook: exactly once, whatever happened."""
+        chain = self.chain
+        if not chain.finish:
+            return
+        ctx = self.ctx
+        now = time.perf_counter()
+        for attempt in ctx.attempts:  # an attempt cut short by a cancellation still ends now
+            if attempt.total_s is None:
+                attempt.total_s = now - attempt.started
+        usage, estimated = self._usage()
+        duration = now - ctx.started
+        outcome = Outcome(
+            status=self.status if self.http.responded else 499,
+            result=self.result,
+            error=self.error,
+            usage=usage,
+            usage_estimated=estimated,
+            attempts=ctx.attempts,
+            streamed=self.streamed,
+            short_circuit=self.short_circuit,
+            duration=duration,
+            ttfb=ctx.first_byte_at - ctx.started if ctx.first_byte_at is not None else None,
+            upstream_s=ctx.upstream_s,
+            overhead_s=max(duration - ctx.upstream_s - self.client_s, 0.0),
+        )
+        await chain.run_finish(ctx, outcome, self.gw.services)
+
+    def _usage(self) -> tuple[Usage | None, bool]:
+        """The usage to account: reported, else estimated when an upstream did work for us (a
+        stream cut or abandoned, an answer without usage): the prompt counted here, the
+        completion from what was streamed."""
+        ctx, req = self.ctx, self.req
+        if ctx.usage is not None:
+            return ctx.usage, ctx.usage_estimated
+        if req is None or req.kind != "chat" or not ctx.attempts:
+            return None, False
+        last = ctx.attempts[-1]
+        if not last.sent or (last.error is not None and last.error.reason not in ("stream_error", "protocol", "timeout")):
+            return None, False
+        try:
+            prompt = int(count_chat_tokens(req.body.get("messages") or [], last.model, req.body.get("tools")))
+        except (TypeError, ValueError):
+            prompt = 0
+        completion = self.pump.streamed_tokens() if self.pump is not None else 0
+        return Usage(prompt, completion, prompt + completion), True

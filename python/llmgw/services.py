@@ -1,0 +1,332 @@
+"""App-scoped services: one object per worker, built once, alive until the worker stops.
+
+A configuration reload swaps what comes from the config (routes to models, plugin instances
+whose config entry changed, upstreams that changed) and keeps what lives here: state a plugin
+asked to keep (`keep`), the rate limiter, background queues and tasks, routes plugins added.
+Plugins receive a view of this object scoped to themselves (`startup(services)`); what a
+plugin started — routes, tasks, queues — is stopped with it when it is unloaded.
+
+Background queues (`queue`) are how slow work leaves the request path: a bounded in-memory
+queue, flushed in batches by a task; a full queue counts and reports what it drops, never
+silently; shutting down flushes what is left before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, TypeVar
+
+import orjson
+
+from llmgw._core import RateLimiter
+
+if TYPE_CHECKING:
+    from llmgw.config import Config
+    from llmgw.exchange import RequestContext
+    from llmgw.http.server import HttpRequest
+
+__all__ = ["BackgroundQueue", "RouteRequest", "RouteResponse", "Services"]
+
+log = logging.getLogger("llmgw")
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class RouteRequest:
+    """A request to a route a plugin registered: `params` holds the `{name}` parts of its path."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    query: dict[str, str]
+    headers: dict[str, str]
+    http: HttpRequest
+    max_body: int = 1 << 20
+
+    async def body(self) -> bytes:
+        from llmgw.http.server import BodyTooLarge
+
+        try:
+            return await self.http.read_body(self.max_body)
+        except BodyTooLarge:
+            from llmgw.errors import GatewayError
+
+            raise GatewayError(413, f"Request body is larger than {self.max_body} bytes.", code="request_too_large") \
+                from None
+
+    async def json(self) -> Any:
+        """The body as JSON (an empty body reads as {}); a GatewayError 400 if it is not JSON."""
+        from llmgw.errors import GatewayError
+
+        raw = await self.body()
+        if not raw.strip():
+            return {}
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(400, f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+
+
+@dataclass(slots=True)
+class RouteResponse:
+    """What a route handler answers: `body` is JSON-encoded unless it is bytes or str."""
+
+    body: Any = None
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return orjson.dumps(self.body)
+
+
+RouteHandler = Callable[["RequestContext", RouteRequest], Awaitable[RouteResponse]]
+
+
+@dataclass(slots=True)
+class _Route:
+    method: str
+    pattern: str
+    regex: re.Pattern[str] | None
+    handler: RouteHandler
+    owner: str | None
+
+
+class BackgroundQueue:
+    """A bounded queue of items flushed in batches off the request path (see the module docstring).
+
+    `flush(batch)` (plain or async) is called with up to `batch` items at least every `interval`
+    seconds while items wait; if it raises, the batch is kept and retried after a pause (items
+    beyond `max_items` are then dropped and counted). `put` never blocks: False means dropped.
+    """
+
+    def __init__(self, name: str, flush: Callable[[list[Any]], Any], *, max_items: int = 100_000, batch: int = 500,
+                 interval: float = 1.0) -> None:
+        self.name = name
+        self._flush = flush
+        self.max_items = max_items
+        self.batch = batch
+        self.interval = interval
+        self._items: list[Any] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.flushed = 0
+        self.failures = 0
+        self._last_drop_log = 0.0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"queue:{self.name}")
+
+    def put(self, item: Any) -> bool:
+        if len(self._items) >= self.max_items:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._last_drop_log >= 60:
+                self._last_drop_log = now
+                log.error("queue %s is full (%d items): dropped %d so far", self.name, self.max_items, self.dropped)
+            return False
+        self._items.append(item)
+        if self._wake is not None and len(self._items) >= self.batch:
+            self._wake.set()
+        return True
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    async def _flush_batch(self) -> bool:
+        batch = self._items[: self.batch]
+        try:
+            out = self._flush(batch)
+            if asyncio.iscoroutine(out):
+                await out
+        except Exception:
+            self.failures += 1
+            log.exception("queue %s: flushing %d items failed; will retry", self.name, len(batch))
+            return False
+        del self._items[: len(batch)]
+        self.flushed += len(batch)
+        return True
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            while self._items:
+                if not await self._flush_batch():
+                    await asyncio.sleep(min(self.interval * 2, 5.0))
+                    break
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Stop the flusher and flush everything left (tried until `timeout`)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        deadline = time.monotonic() + timeout
+        while self._items and time.monotonic() < deadline:
+            if not await self._flush_batch():
+                await asyncio.sleep(0.2)
+        if self._items:
+            log.error("queue %s: %d items could not be flushed before shutdown", self.name, len(self._items))
+
+    def stats(self) -> dict[str, int]:
+        return {"depth": len(self._items), "dropped": self.dropped, "flushed": self.flushed, "failures": self.failures}
+
+
+class _Registry:
+    """What every scoped view of one worker's Services shares."""
+
+    def __init__(self, worker_id: int, workers: int) -> None:
+        self.worker_id = worker_id
+        self.workers = workers
+        self.limiter = RateLimiter()
+        self.kept: dict[str, Any] = {}
+        self.routes: list[_Route] = []
+        self.tasks: list[tuple[str | None, asyncio.Task[Any]]] = []
+        self.queues: list[tuple[str | None, BackgroundQueue]] = []
+        self.finishing: set[asyncio.Task[Any]] = set()  # async on_finish hooks still running
+        self.config: Config | None = None
+        self.stats_sources: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+class Services:
+    """The app-scoped services of one worker (see the module docstring). Plugins get a view
+    scoped to themselves; `owner` names it (None for the gateway's own)."""
+
+    def __init__(self, worker_id: int = 0, workers: int = 1, *, _registry: _Registry | None = None,
+                 owner: str | None = None) -> None:
+        self._reg = _registry or _Registry(worker_id, workers)
+        self.owner = owner
+
+    def scoped(self, owner: str) -> Services:
+        return Services(_registry=self._reg, owner=owner)
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def worker_id(self) -> int:
+        return self._reg.worker_id
+
+    @property
+    def workers(self) -> int:
+        return self._reg.workers
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The worker's Rust rate limiter (one, shared by every plugin)."""
+        return self._reg.limiter
+
+    @property
+    def config(self) -> Config:
+        """The configuration now serving (replaced on every successful reload)."""
+        assert self._reg.config is not None
+        return self._reg.config
+
+    # -- state that outlives reloads ----------------------------------------------------------------
+    def keep(self, name: str, factory: Callable[[], T]) -> T:
+        """The object kept under `name`, created by `factory()` the first time: state that should
+        survive a plugin being re-created by a reload (counters, caches, buckets)."""
+        kept = self._reg.kept
+        if name not in kept:
+            kept[name] = factory()
+        return kept[name]  # type: ignore[no-any-return]
+
+    # -- routes -----------------------------------------------------------------------------------
+    def add_route(self, method: str, path: str, handler: RouteHandler) -> None:
+        """Serve `method path` with `handler(ctx, RouteRequest) -> RouteResponse` (async). `{name}`
+        in the path matches one path segment, given in `request.params`. Removed when the
+        plugin that added it is unloaded."""
+        regex = None
+        if "{" in path:
+            regex = re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
+        self._reg.routes.append(_Route(method.upper(), path, regex, handler, self.owner))
+
+    def find_route(self, method: str, path: str) -> tuple[_Route | None, dict[str, str], list[str]]:
+        """The route for (method, path), its params, and the methods the path allows."""
+        allowed: list[str] = []
+        found: tuple[_Route | None, dict[str, str]] = (None, {})
+        for route in self._reg.routes:
+            if route.regex is None:
+                if route.pattern != path:
+                    continue
+                params: dict[str, str] = {}
+            else:
+                m = route.regex.match(path)
+                if m is None:
+                    continue
+                params = m.groupdict()
+            allowed.append(route.method)
+            if route.method == method and found[0] is None:
+                found = (route, params)
+        return found[0], found[1], allowed
+
+    # -- background work ----------------------------------------------------------------------------
+    def start_task(self, coro: Coroutine[Any, Any, Any], *, name: str = "") -> asyncio.Task[Any]:
+        """Run `coro` in the background until it ends or its plugin is unloaded (then cancelled)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name or f"{self.owner or 'gateway'}:task")
+        self._reg.tasks.append((self.owner, task))
+        return task
+
+    def queue(self, name: str, flush: Callable[[list[Any]], Any], *, max_items: int = 100_000, batch: int = 500,
+              interval: float = 1.0) -> BackgroundQueue:
+        """A started BackgroundQueue; flushed to the last item when its plugin is unloaded or the
+        worker stops."""
+        q = BackgroundQueue(name, flush, max_items=max_items, batch=batch, interval=interval)
+        q.start()
+        self._reg.queues.append((self.owner, q))
+        return q
+
+    def queues(self) -> list[BackgroundQueue]:
+        return [q for _, q in self._reg.queues]
+
+    def add_stats(self, name: str, source: Callable[[], dict[str, Any]]) -> None:
+        """Publish a stats source (read by /metrics and the dashboard)."""
+        self._reg.stats_sources[name] = source
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        out = {name: source() for name, source in self._reg.stats_sources.items()}
+        for _, q in self._reg.queues:
+            out[f"queue:{q.name}"] = q.stats()
+        return out
+
+    def track_finish(self, task: asyncio.Task[Any]) -> None:
+        reg = self._reg
+        reg.finishing.add(task)
+        task.add_done_callback(reg.finishing.discard)
+
+    async def release(self, owner: str) -> None:
+        """Stop what `owner` started: its routes go, its tasks are cancelled, its queues drained."""
+        reg = self._reg
+        reg.routes = [r for r in reg.routes if r.owner != owner]
+        mine = [t for o, t in reg.tasks if o == owner]
+        reg.tasks = [(o, t) for o, t in reg.tasks if o != owner]
+        for task in mine:
+            task.cancel()
+        await asyncio.gather(*mine, return_exceptions=True)
+        queues = [q for o, q in reg.queues if o == owner]
+        reg.queues = [(o, q) for o, q in reg.queues if o != owner]
+        for q in queues:
+            await q.drain()
+
+    async def close(self) -> None:
+        """The worker is stopping: finish hooks complete, every queue is flushed, tasks end."""
+        reg = self._reg
+        if reg.finishing:
+            await asyncio.wait(list(reg.finishing), timeout=10.0)
+        for owner in {o for o, _ in reg.tasks} | {o for o, _ in reg.queues}:
+            await self.release(owner)  # type: ignore[arg-type]
