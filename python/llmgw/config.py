@@ -97,7 +97,7 @@ class ServerConfig:
     max_connections: int = 4096  # open client connections; beyond: the oldest idle one closes, else 503
     max_inflight: int = 1024  # requests being answered at once; beyond: 503 at once (health checks exempt)
     header_timeout: float = 10.0  # a request head must arrive within this
-    body_timeout: float = 15.0  # the longest pause between two pieces of a request body
+    body_timeout: float = 30.0  # the whole request body must arrive within this
     keepalive_timeout: float = 60.0  # an idle keep-alive connection is closed after this
     write_timeout: float = 30.0  # a client that reads nothing of a stream for this long is dropped
     shutdown_timeout: float = 30.0  # on SIGTERM: how long requests in flight may take to finish

@@ -118,6 +118,7 @@ class Gateway:
                 if asyncio.iscoroutine(out):
                     await out
                 started.append(p)
+            self.fresh = []
         except BaseException:
             for p in reversed(started):
                 await self._stop_plugin(p)

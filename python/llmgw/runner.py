@@ -137,7 +137,9 @@ class RequestRunner:
     async def run(self) -> None:
         try:
             await self._serve()
-        except (asyncio.CancelledError, ClientGone):
+        except ClientGone:  # the client left (or read too slowly) while we wrote to it
+            self.result = "client_gone"
+        except asyncio.CancelledError:  # the client left while we waited: the server cancelled us
             self.result = "client_gone"
             raise
         except Exception:  # a bug: answer 500 if we still can, keep serving

@@ -147,7 +147,9 @@ class App:
         if ep is None:
             return await self._other(gw, req)
         server = self.server
-        if server is not None and server.active > gw.config.server.max_inflight:
+        # Requests still waiting for their body cost no upstream work (their number is bounded by
+        # max_connections and body_timeout): only those at work count against max_inflight.
+        if server is not None and server.active - server.reading > gw.config.server.max_inflight:
             server.note("overloaded", "requests shed at server.max_inflight")
             return respond_error(req, _OVERLOADED, ep.fmt)
         gw.inflight += 1

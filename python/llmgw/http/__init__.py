@@ -3,6 +3,7 @@
 above it but its error type."""
 
 from llmgw.http.server import (
+    BodyMalformed,
     BodyTimeout,
     BodyTooLarge,
     ClientGone,
@@ -14,6 +15,7 @@ from llmgw.http.server import (
 )
 
 __all__ = [
+    "BodyMalformed",
     "BodyTimeout",
     "BodyTooLarge",
     "ClientGone",

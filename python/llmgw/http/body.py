@@ -16,7 +16,7 @@ import orjson
 
 from llmgw._core import json_depth
 from llmgw.errors import GatewayError
-from llmgw.http.server import BodyTimeout, BodyTooLarge, HttpRequest
+from llmgw.http.server import BodyMalformed, BodyTimeout, BodyTooLarge, HttpRequest
 
 __all__ = ["BodyLimits", "ErrorFormat", "JSON_HEADERS", "is_json_media_type", "read_json", "respond_error"]
 
@@ -60,6 +60,8 @@ async def read_json(request: HttpRequest, limits: BodyLimits) -> tuple[Any, byte
         raise too_large(limits) from None
     except BodyTimeout:
         raise GatewayError(408, "Timed out reading the request body.", code="body_timeout") from None
+    except BodyMalformed as exc:
+        raise GatewayError(400, str(exc), code="bad_request") from None
     if json_depth(raw, limits.max_depth) > limits.max_depth:
         raise GatewayError(400, f"The request body nests arrays and objects deeper than {limits.max_depth} levels.",
                            code="invalid_json")

@@ -12,9 +12,9 @@ What this server does, and the limits it enforces (`ServerLimits`, configured un
 - `header_timeout` from a connection's first byte (or a keep-alive request's) to the end of
   its head, `keepalive_timeout` for an idle connection, `max_header_bytes` for the head (431);
 - request bodies are read by the handler when it asks (`read_body`), so it can refuse a request
-  on its headers alone (auth, size) without reading a byte of the body; `body_timeout` between
-  body reads; reading stops at the handler's size limit, and a connection whose body was not
-  read to the end is closed after the response;
+  on its headers alone (auth, size) without reading a byte of the body; the whole body must
+  arrive within `body_timeout`; reading stops at the handler's size limit, and a connection
+  whose body was not read to the end is closed after the response;
 - `max_connections` per worker: the oldest idle keep-alive connection is closed to make room,
   and when none is idle the new connection gets an immediate 503 and is closed (shed, not
   queued);
@@ -40,6 +40,7 @@ from typing import Any, Awaitable, Callable
 import httptools
 
 __all__ = [
+    "BodyMalformed",
     "BodyTimeout",
     "BodyTooLarge",
     "ClientGone",
@@ -67,7 +68,7 @@ class ServerLimits:
     """Connection limits of one worker (seconds and bytes); see the module docstring."""
 
     header_timeout: float = 10.0
-    body_timeout: float = 15.0
+    body_timeout: float = 30.0
     keepalive_timeout: float = 60.0
     write_timeout: float = 30.0
     max_connections: int = 4096
@@ -84,11 +85,15 @@ class WriteTimeout(ClientGone):
 
 
 class BodyTimeout(Exception):
-    """No request body bytes arrived for `body_timeout` seconds."""
+    """The request body did not all arrive within `body_timeout` seconds."""
 
 
 class BodyTooLarge(Exception):
     """The request body passed the handler's limit (reading stopped there)."""
+
+
+class BodyMalformed(Exception):
+    """The request body's framing is broken (e.g. a bad chunk size); the text says how."""
 
 
 class HttpRequest:
@@ -103,7 +108,7 @@ class HttpRequest:
     __slots__ = (
         "method", "path", "query", "headers", "client", "received_at", "keep_alive", "http11",
         "responded", "task", "_conn", "_chunks", "_buffered", "_received", "_complete",
-        "_waiter", "_continue", "_stream",
+        "_waiter", "_continue", "_stream", "_malformed",
     )
 
     def __init__(self, conn: HttpConnection, method: str, target: bytes, headers: dict[str, str],
@@ -131,6 +136,7 @@ class HttpRequest:
         self._waiter: asyncio.Future[None] | None = None
         self._continue = http11 and headers.get("expect", "").lower() == "100-continue"
         self._stream: ResponseStream | None = None
+        self._malformed: str | None = None
 
     # -- body -----------------------------------------------------------------------------------
     @property
@@ -156,12 +162,16 @@ class HttpRequest:
 
     async def read_body(self, max_bytes: int) -> bytes:
         """The whole body. Raises BodyTooLarge as soon as more than `max_bytes` arrived (without
-        reading further), BodyTimeout when the client stalls for `body_timeout`, ClientGone when
-        it disconnects."""
+        reading further), BodyTimeout when it has not all arrived `body_timeout` seconds after
+        this call, BodyMalformed when its framing breaks, ClientGone when the client disconnects."""
         conn = self._conn
+        server = conn.server
+        deadline = server.loop.time() + server.limits.body_timeout
         while not self._complete:
             if self._received > max_bytes:
                 raise BodyTooLarge()
+            if self._malformed is not None:
+                raise BodyMalformed(self._malformed)
             if conn.closed:
                 raise ClientGone()
             if self._continue:
@@ -169,14 +179,16 @@ class HttpRequest:
                 conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self._buffered = 0
             conn.resume_reading()
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = server.loop.create_future()
+            server.reading += 1
             try:
-                async with asyncio.timeout(conn.server.limits.body_timeout):
+                async with asyncio.timeout_at(deadline):
                     await self._waiter
             except TimeoutError:
-                conn.server.note("body_timeout", "request bodies stalled past server.body_timeout")
+                server.note("body_timeout", "request bodies not received within server.body_timeout")
                 raise BodyTimeout() from None
             finally:
+                server.reading -= 1
                 self._waiter = None
         if self._received > max_bytes:
             raise BodyTooLarge()
@@ -281,7 +293,7 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "server", "transport", "client", "parser", "closed", "current", "pending", "parsing",
         "deadline", "write_paused", "_drain", "_read_paused", "_url", "_headers", "_t0",
-        "_in_head", "_head_bytes", "_has_bytes",
+        "_in_head", "_head_bytes", "_has_bytes", "_head_size",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -303,6 +315,7 @@ class HttpConnection(asyncio.Protocol):
         self._in_head = True
         self._head_bytes = 0
         self._has_bytes = False  # some bytes of a request head arrived (a timeout answers 408)
+        self._head_size = 0  # bytes of the request line and headers parsed so far
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -323,6 +336,8 @@ class HttpConnection(asyncio.Protocol):
         server.idle[self] = None
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         if self._in_head:
             self._head_bytes += len(data)
         try:
@@ -330,7 +345,16 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             pass  # an Upgrade we do not offer: answer the request as plain HTTP/1.1
         except httptools.HttpParserError as exc:
-            self._reject(400, f"Malformed HTTP request: {_parser_reason(exc)}.", "bad_request", "bad_request")
+            reason = _parser_reason(exc)
+            req = self.parsing
+            if req is not None and req is self.current and not req.responded:
+                # The body's framing broke while its handler waits for it: the handler answers 400.
+                req._malformed = f"Malformed request body: {reason}."
+                req._wake()
+                self.server.note("bad_request", _EVENT_TEXT["bad_request"])
+                self.pause_reading()
+                return
+            self._reject(400, f"Malformed HTTP request: {reason}.", "bad_request", "bad_request")
             return
         if self._in_head and self._head_bytes > self.server.limits.max_header_bytes:
             self._reject(431, "Request header fields too large.", "header_too_large", "bad_request")
@@ -369,6 +393,7 @@ class HttpConnection(asyncio.Protocol):
         self._t0 = time.perf_counter()
         self._url = b""
         self._headers = {}
+        self._head_size = 0
         self._has_bytes = True
         if self.current is None:
             self.server.idle.pop(self, None)
@@ -376,14 +401,21 @@ class HttpConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers = self._headers
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
+        if self.closed:
+            return
+        if self._head_size > self.server.limits.max_header_bytes:
+            self._reject(431, "Request header fields too large.", "header_too_large", "bad_request")
+            return
         parser = self.parser
         req = HttpRequest(self, parser.get_method().decode("latin-1"), self._url, self._headers, self._t0,
                           parser.should_keep_alive(), parser.get_http_version() == "1.1")
@@ -398,6 +430,8 @@ class HttpConnection(asyncio.Protocol):
             self.pending.append(req)
 
     def on_body(self, body: bytes) -> None:
+        if self.closed:
+            return
         req = self.parsing
         if req is not None:
             req._feed(body)
@@ -514,6 +548,7 @@ class HttpServer:
         self.idle: dict[HttpConnection, None] = {}  # keep-alive connections between requests, oldest first
         self.draining = False
         self.active = 0  # requests whose handler is running
+        self.reading = 0  # of those, waiting for their request body to arrive
         self.counts: collections.Counter[str] = collections.Counter()
         self._logged: dict[str, tuple[float, int]] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -558,10 +593,12 @@ class HttpServer:
         """Count a connection-level event; log its class at most once a minute."""
         self.counts[event] += 1
         now = time.monotonic()
-        last, seen = self._logged.get(event, (0.0, self.counts[event] - 1))
+        last, seen = self._logged.get(event, (0.0, 0))
         if now - last >= _LOG_EVERY:
-            log.warning("%s: %d in the last %s", text, self.counts[event] - seen,
-                        "minute" if last else "moment")
+            if last:
+                log.warning("%s: %d in the last minute", text, self.counts[event] - seen)
+            else:
+                log.warning("%s (the first; more are summed up once a minute)", text)
             self._logged[event] = (now, self.counts[event])
 
     async def _sweep(self) -> None:
