@@ -10,6 +10,7 @@ import trustme
 
 from llmgw.transport import (
     ConnectError,
+    PoolTimeout,
     Timeouts,
     UpstreamPool,
     UpstreamProtocolError,
@@ -218,6 +219,68 @@ async def test_cancelled_request_frees_its_connection():
         resp = await pool.request("GET", "/next", [], b"", timeout=Timeouts(first_byte=1.0))
         assert await resp.read() == b'{"ok":true}'
         assert srv.connections == 2
+        await pool.aclose()
+
+
+async def test_cancelled_body_read_frees_its_connection_and_slot():
+    async def handler(method, path, body):
+        if path.endswith("/slow"):  # the head at once, the body never
+            return [b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc", 30.0]
+        return [ok()]
+
+    async with Server(handler) as srv:
+        pool = UpstreamPool(srv.url, max_connections=1)
+        resp = await pool.request("GET", "/slow", [], b"")
+        task = asyncio.ensure_future(resp.read())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.stats() == {"open": 0, "idle": 0, "waiting": 0}, "the cancelled read kept its connection"
+        resp = await pool.request("GET", "/next", [], b"", timeout=Timeouts(first_byte=1.0, pool=1.0))
+        assert await resp.read() == b'{"ok":true}'
+        await pool.aclose()
+
+
+async def test_waiting_for_a_free_connection_times_out_with_its_own_error():
+    async def handler(method, path, body):
+        return [2.0, ok()]
+
+    async with Server(handler) as srv:
+        pool = UpstreamPool(srv.url, max_connections=1)
+        busy = asyncio.ensure_future(pool.request("GET", "/busy", [], b""))
+        await asyncio.sleep(0.05)
+        timing = _Timing()
+        with pytest.raises(PoolTimeout) as exc:
+            await pool.request("GET", "/", [], b"", timeout=Timeouts(pool=0.2), timing=timing)
+        assert exc.value.sent is False and "no free connection" in str(exc.value)
+        assert timing.sent is False and timing.queue_s == 0.0
+        assert pool.stats()["waiting"] == 0
+        await (await busy).read()
+        await pool.aclose()
+
+
+class _Timing:
+    queue_s = connect_s = 0.0
+    ttfb_s = None
+    sent = False
+
+
+async def test_request_timing_records_queue_connect_and_first_byte():
+    async def handler(method, path, body):
+        return [0.05, ok()]
+
+    async with Server(handler) as srv:
+        pool = UpstreamPool(srv.url, max_connections=1)
+        first, second = _Timing(), _Timing()
+
+        async def fetch(timing: _Timing) -> bytes:
+            return await (await pool.request("GET", "/", [], b"", timing=timing)).read()
+
+        await asyncio.gather(fetch(first), fetch(second))
+        assert first.sent and first.connect_s > 0 and first.ttfb_s >= 0.04
+        # The second waited for the first's connection and reused it.
+        assert second.queue_s >= 0.04 and second.connect_s == 0.0
         await pool.aclose()
 
 
