@@ -131,6 +131,35 @@ def test_slow_heads_and_bodies_time_out_with_one_log_line_per_kind(mock_upstream
     assert log.count("server.header_timeout") == 1 and log.count("server.body_timeout") == 1
 
 
+async def test_requests_past_max_inflight_get_a_fast_503_and_health_still_answers(start_gateway):
+    from test_disconnect import SlowUpstream
+
+    async with SlowUpstream("hang") as up:
+        gw = start_gateway(f"""
+server: {{max_inflight: 4}}
+upstreams:
+  slow: {{provider: openai, base_url: "{up.url}", timeouts: {{first_byte: 1}}}}
+models:
+  m: {{upstream: slow}}
+""")
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as c:
+            async def call() -> tuple[int, float, str | None]:
+                t0 = time.monotonic()
+                r = await c.post("/v1/chat/completions", json={"model": "m", "messages": MSG})
+                return r.status_code, time.monotonic() - t0, r.headers.get("retry-after")
+
+            calls = [asyncio.ensure_future(call()) for _ in range(12)]
+            await asyncio.sleep(0.3)
+            health = await c.get("/health")
+            results = await asyncio.gather(*calls)
+        assert health.status_code == 200
+        shed = [r for r in results if r[0] == 503]
+        assert len(shed) == 8 and all(t < 0.5 and ra == "1" for _, t, ra in shed)
+        assert sorted(r[0] for r in results if r[0] != 503) == [504] * 4  # admitted: the upstream timed out
+        r = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "m", "messages": MSG}, timeout=5)
+        assert r.status_code == 504, "not admitted again after the load"
+
+
 # --- 2. bodies: read no further than needed --------------------------------------------------------
 
 def test_a_huge_chunked_upload_without_a_key_is_refused_before_its_body(mock_upstream, start_gateway):

@@ -284,6 +284,24 @@ async def test_request_timing_records_queue_connect_and_first_byte():
         await pool.aclose()
 
 
+async def test_connections_idle_past_the_keepalive_are_closed_after_a_burst():
+    async def handler(method, path, body):
+        return [0.05, ok()]
+
+    async with Server(handler) as srv:
+        pool = UpstreamPool(srv.url, idle_keepalive=0.2)
+
+        async def fetch() -> bytes:
+            return await (await pool.request("GET", "/", [], b"")).read()
+
+        await asyncio.gather(*[fetch() for _ in range(6)])  # a burst: 6 connections
+        assert pool.stats() == {"open": 6, "idle": 6, "waiting": 0}
+        await asyncio.sleep(0.3)
+        await fetch()  # steady traffic again: the burst's leftovers are closed
+        assert pool.stats() == {"open": 1, "idle": 1, "waiting": 0}
+        await pool.aclose()
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()

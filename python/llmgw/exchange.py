@@ -211,7 +211,6 @@ class Attempt:
         return "fallback" if err.fallback else "fatal"
 
 
-@dataclass(slots=True)
 class Outcome:
     """How a request ended, handed to every `on_finish` hook exactly once.
 
@@ -223,23 +222,80 @@ class Outcome:
     usage: what the upstream reported; for a cut or cancelled stream, or when the upstream
         reported nothing, an estimate (`usage_estimated` True) counted from the prompt and from
         what was streamed.
-    Timings (seconds): `duration` from the request's first byte to the end; `ttfb` to the first
-    byte of the response sent to the client (for a stream: its first event); `upstream_s` spent
-    waiting on upstreams; `overhead_s` the rest: the gateway's own time.
+    Timings (seconds): `duration` from the request's first byte (`started`) to the end
+    (`ended`); `ttfb` to the first byte of the response sent to the client (for a stream: its
+    first event); `upstream_s` spent waiting on upstreams; `overhead_s` the rest, less time
+    blocked on a slow client: the gateway's own time.
     """
 
-    status: int
-    result: str
-    error: GatewayError | None
-    usage: Usage | None
-    usage_estimated: bool
-    attempts: list[Attempt]
-    streamed: bool
-    short_circuit: bool
-    duration: float
-    ttfb: float | None
-    upstream_s: float
-    overhead_s: float
+    # Built for every request that has an on_finish hook, so it holds only the runner that ran the
+    # request and the end time; each fact is read from the runner when a hook asks for it
+    # (callgrind: a no-op on_finish went from ~2,100 to ~900 instructions per request).
+    __slots__ = ("_run", "ended", "_usage")
+
+    def __init__(self, source: Any, ended: float) -> None:
+        self._run = source  # the RequestRunner (read by attribute; this module does not import it)
+        self.ended = ended
+        self._usage: tuple[Usage | None, bool] | None = None
+
+    @property
+    def status(self) -> int:
+        run = self._run
+        return run.status if run.http.responded else 499
+
+    @property
+    def result(self) -> str:
+        return self._run.result  # type: ignore[no-any-return]
+
+    @property
+    def error(self) -> GatewayError | None:
+        return self._run.error  # type: ignore[no-any-return]
+
+    @property
+    def usage(self) -> Usage | None:
+        if self._usage is None:
+            self._usage = self._run.final_usage()
+        return self._usage[0]
+
+    @property
+    def usage_estimated(self) -> bool:
+        if self._usage is None:
+            self._usage = self._run.final_usage()
+        return self._usage[1]
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self._run.ctx.attempts  # type: ignore[no-any-return]
+
+    @property
+    def streamed(self) -> bool:
+        return self._run.streamed  # type: ignore[no-any-return]
+
+    @property
+    def short_circuit(self) -> bool:
+        return self._run.short_circuit  # type: ignore[no-any-return]
+
+    @property
+    def started(self) -> float:
+        return self._run.ctx.started  # type: ignore[no-any-return]
+
+    @property
+    def upstream_s(self) -> float:
+        return self._run.ctx.upstream_s  # type: ignore[no-any-return]
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self._run.ctx.started  # type: ignore[no-any-return]
+
+    @property
+    def ttfb(self) -> float | None:
+        ctx = self._run.ctx
+        return ctx.first_byte_at - ctx.started if ctx.first_byte_at is not None else None
+
+    @property
+    def overhead_s(self) -> float:
+        run = self._run
+        return max(self.ended - run.ctx.started - run.ctx.upstream_s - run.client_s, 0.0)  # type: ignore[no-any-return]
 
     @property
     def served_by(self) -> str | None:
@@ -248,6 +304,10 @@ class Outcome:
             if attempt.error is None and attempt.status is not None and attempt.status < 300:
                 return attempt.target
         return None
+
+    def __repr__(self) -> str:
+        return (f"Outcome(status={self.status}, result={self.result!r}, usage={self.usage}, "
+                f"attempts={len(self.attempts)}, duration={self.duration:.6f})")
 
 
 @dataclass(slots=True)

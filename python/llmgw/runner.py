@@ -98,6 +98,16 @@ EMBEDDINGS = Endpoint("embeddings", "openai", OPENAI_FORMAT, _read_embeddings)
 MODELS = Endpoint("models", "openai", OPENAI_FORMAT, _read_nothing)
 
 
+def _refused(ctx: RequestContext, req: ChatRequest) -> GatewayError | None:
+    """403 when the caller's identity (set in on_headers) may not use the model it asked for;
+    checked before any pre_request hook, so no plugin (a cache, say) answers for such a model."""
+    allowed = ctx.allowed_models
+    if allowed is not None and req.kind != "models" and req.model not in allowed:
+        return GatewayError(403, f"This API key may not use model {req.model!r}.", type="permission_error",
+                            code="model_not_allowed", param="model")
+    return None
+
+
 def _not_found(model: str) -> GatewayError:
     return GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
                         code="model_not_found", param="model")
@@ -157,7 +167,9 @@ class RequestRunner:
         ctx, chain, http = self.ctx, self.chain, self.http
         if chain.headers:
             try:
-                await chain.run_headers(ctx, http.headers)
+                pending = chain.run_headers(ctx, http.headers)
+                if pending is not None:
+                    await pending
             except GatewayError as err:
                 return self._answer_error(err)
         if self.route is not None:
@@ -171,13 +183,16 @@ class RequestRunner:
         ctx.model = req.model
         ctx.plan = router.plan(req.model) if req.kind != "models" else None
         body_changed = False
-        result: ChatResponse | GatewayError | None = None
-        if chain.plugins:
+        result: ChatResponse | GatewayError | None = _refused(ctx, req)
+        if result is None and chain.has_pre:
             req, result, body_changed = await chain.run_pre(ctx, req, self.ran)
             self.req = req
             if req.model != ctx.model:
                 ctx.model = req.model
                 ctx.plan = router.plan(req.model)
+                result = result or _refused(ctx, req)
+        else:
+            self.ran = chain.plugins  # no pre hook can short-circuit: every plugin's stage is reached
         if result is not None:
             self.short_circuit = isinstance(result, ChatResponse)
         elif req.kind == "chat":
@@ -459,27 +474,18 @@ class RequestRunner:
         for attempt in ctx.attempts:  # an attempt cut short by a cancellation still ends now
             if attempt.total_s is None:
                 attempt.total_s = now - attempt.started
-        usage, estimated = self._usage()
-        duration = now - ctx.started
-        outcome = Outcome(
-            status=self.status if self.http.responded else 499,
-            result=self.result,
-            error=self.error,
-            usage=usage,
-            usage_estimated=estimated,
-            attempts=ctx.attempts,
-            streamed=self.streamed,
-            short_circuit=self.short_circuit,
-            duration=duration,
-            ttfb=ctx.first_byte_at - ctx.started if ctx.first_byte_at is not None else None,
-            upstream_s=ctx.upstream_s,
-            overhead_s=max(duration - ctx.upstream_s - self.client_s, 0.0),
-        )
-        await chain.run_finish(ctx, outcome, self.gw.services)
+        pending = chain.run_finish(ctx, Outcome(self, now), self.gw.services)
+        for task in pending or ():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                pass  # the hook's task goes on; shutdown waits for it
+            except Exception:
+                pass  # logged by the task's done callback
 
-    def _usage(self) -> tuple[Usage | None, bool]:
-        """The usage to account: reported, else estimated when an upstream did work for us (a
-        stream cut or abandoned, an answer without usage): the prompt counted here, the
+    def final_usage(self) -> tuple[Usage | None, bool]:
+        """(usage, estimated) to account: reported, else estimated when an upstream did work for
+        us (a stream cut or abandoned, an answer without usage): the prompt counted here, the
         completion from what was streamed."""
         ctx, req = self.ctx, self.req
         if ctx.usage is not None:

@@ -38,16 +38,14 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/embeddings"): EMBEDDINGS,
     ("GET", "/v1/models"): MODELS,
 }
-_HEALTH = {"/health", "/ready"}
-_OVERLOADED = GatewayError(503, "The gateway is at its limit of requests in flight; retry shortly.",
-                           type="server_error", code="overloaded", headers=[("retry-after", "1")])
-
+_HEALTH = frozenset({"/health", "/ready"})
 
 def limits_from(config: Config) -> ServerLimits:
     s = config.server
     return ServerLimits(header_timeout=s.header_timeout, body_timeout=s.body_timeout,
                         keepalive_timeout=s.keepalive_timeout, write_timeout=s.write_timeout,
-                        max_connections=s.max_connections, shutdown_timeout=s.shutdown_timeout)
+                        max_connections=s.max_connections, max_inflight=s.max_inflight,
+                        shutdown_timeout=s.shutdown_timeout, unshed_paths=_HEALTH)
 
 
 class App:
@@ -146,12 +144,6 @@ class App:
         ep = ENDPOINTS.get((req.method, req.path))
         if ep is None:
             return await self._other(gw, req)
-        server = self.server
-        # Requests still waiting for their body cost no upstream work (their number is bounded by
-        # max_connections and body_timeout): only those at work count against max_inflight.
-        if server is not None and server.active - server.reading > gw.config.server.max_inflight:
-            server.note("overloaded", "requests shed at server.max_inflight")
-            return respond_error(req, _OVERLOADED, ep.fmt)
         gw.inflight += 1
         try:
             await RequestRunner(gw, req, ep).run()

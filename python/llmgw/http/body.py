@@ -16,7 +16,7 @@ import orjson
 
 from llmgw._core import json_depth
 from llmgw.errors import GatewayError
-from llmgw.http.server import BodyMalformed, BodyTimeout, BodyTooLarge, HttpRequest
+from llmgw.http.server import BodyMalformed, BodyTimeout, BodyTooLarge, HttpRequest, Overloaded
 
 __all__ = ["BodyLimits", "ErrorFormat", "JSON_HEADERS", "is_json_media_type", "read_json", "respond_error"]
 
@@ -33,6 +33,10 @@ def is_json_media_type(content_type: str) -> bool:
     """application/json (any case, any parameters) or a +json type such as application/vnd.x+json."""
     media = content_type.partition(";")[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+OVERLOADED = GatewayError(503, "The gateway is at its limit of requests in flight; retry shortly.",
+                          type="server_error", code="overloaded", headers=[("retry-after", "1")])
 
 
 def too_large(limits: BodyLimits) -> GatewayError:
@@ -62,6 +66,8 @@ async def read_json(request: HttpRequest, limits: BodyLimits) -> tuple[Any, byte
         raise GatewayError(408, "Timed out reading the request body.", code="body_timeout") from None
     except BodyMalformed as exc:
         raise GatewayError(400, str(exc), code="bad_request") from None
+    except Overloaded:
+        raise OVERLOADED from None
     if json_depth(raw, limits.max_depth) > limits.max_depth:
         raise GatewayError(400, f"The request body nests arrays and objects deeper than {limits.max_depth} levels.",
                            code="invalid_json")

@@ -17,7 +17,8 @@ What this server does, and the limits it enforces (`ServerLimits`, configured un
   whose body was not read to the end is closed after the response;
 - `max_connections` per worker: the oldest idle keep-alive connection is closed to make room,
   and when none is idle the new connection gets an immediate 503 and is closed (shed, not
-  queued);
+  queued); `max_inflight` requests at work per worker: the excess gets an immediate 503 with
+  Retry-After (health checks exempt);
 - streamed responses honour back-pressure: `ResponseStream.send` waits while the client's
   socket buffer is full, up to `write_timeout`, so a slow reader slows the upstream read
   instead of growing memory;
@@ -41,6 +42,7 @@ import httptools
 
 __all__ = [
     "BodyMalformed",
+    "Overloaded",
     "BodyTimeout",
     "BodyTooLarge",
     "ClientGone",
@@ -72,8 +74,10 @@ class ServerLimits:
     keepalive_timeout: float = 60.0
     write_timeout: float = 30.0
     max_connections: int = 4096
+    max_inflight: int = 1024
     max_header_bytes: int = 32 * 1024
     shutdown_timeout: float = 30.0
+    unshed_paths: frozenset[str] = frozenset()  # answered even past max_inflight (health checks)
 
 
 class ClientGone(Exception):
@@ -96,6 +100,10 @@ class BodyMalformed(Exception):
     """The request body's framing is broken (e.g. a bad chunk size); the text says how."""
 
 
+class Overloaded(Exception):
+    """The worker already has `max_inflight` requests at work: answer 503, do no work."""
+
+
 class HttpRequest:
     """One request: its head, its body (read on demand) and the way to answer it.
 
@@ -108,7 +116,7 @@ class HttpRequest:
     __slots__ = (
         "method", "path", "query", "headers", "client", "received_at", "keep_alive", "http11",
         "responded", "task", "_conn", "_chunks", "_buffered", "_received", "_complete",
-        "_waiter", "_continue", "_stream", "_malformed",
+        "_waiter", "_continue", "_stream", "_malformed", "_admitted",
     )
 
     def __init__(self, conn: HttpConnection, method: str, target: bytes, headers: dict[str, str],
@@ -137,6 +145,7 @@ class HttpRequest:
         self._continue = http11 and headers.get("expect", "").lower() == "100-continue"
         self._stream: ResponseStream | None = None
         self._malformed: str | None = None
+        self._admitted: bool | None = None  # None until its body is complete, then admitted or shed
 
     # -- body -----------------------------------------------------------------------------------
     @property
@@ -153,6 +162,8 @@ class HttpRequest:
 
     def _end(self) -> None:
         self._complete = True
+        if self.task is not None:
+            self._conn.server.admit(self)
         self._wake()
 
     def _wake(self) -> None:
@@ -192,6 +203,8 @@ class HttpRequest:
                 self._waiter = None
         if self._received > max_bytes:
             raise BodyTooLarge()
+        if self._admitted is False:
+            raise Overloaded()
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -278,6 +291,11 @@ def _head(status: int, headers: list[tuple[str, str]], keep: bool, framing: byte
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+_OVERLOADED_BODY = (b'{"error":{"message":"The gateway is at its limit of requests in flight; retry shortly.",'
+                    b'"type":"server_error","param":null,"code":"overloaded"}}')
+_OVERLOADED_HEADERS = [("content-type", "application/json"), ("retry-after", "1")]
 
 
 def _error_response(status: int, message: str, code: str) -> bytes:
@@ -448,7 +466,19 @@ class HttpConnection(asyncio.Protocol):
     def _start(self, req: HttpRequest) -> None:
         self.current = req
         self.deadline = 0.0
-        req.task = self.server.loop.create_task(self.server.run(req))
+        server = self.server
+        # While the worker is at max_inflight, a new request is refused here, before a task
+        # exists: under a retry storm of ~25,000 refusals a second this is what keeps the
+        # admitted requests moving (benches/load/overload.py). Otherwise its handler starts, and
+        # the request is admitted (or shed) once its body is complete (HttpServer.admit).
+        if server.working >= server.limits.max_inflight and req.path not in server.limits.unshed_paths:
+            server.note("overloaded", "requests shed at server.max_inflight")
+            req.respond(503, _OVERLOADED_HEADERS, _OVERLOADED_BODY)
+            return
+        server.active += 1
+        req.task = server.loop.create_task(server.run(req))
+        if req._complete:  # a pipelined request, parsed whole while the one before it ran
+            server.admit(req)
 
     def response_done(self, req: HttpRequest, keep: bool) -> None:
         """The response to `req` is fully written (to the socket buffer)."""
@@ -547,8 +577,9 @@ class HttpServer:
         self.connections: set[HttpConnection] = set()
         self.idle: dict[HttpConnection, None] = {}  # keep-alive connections between requests, oldest first
         self.draining = False
-        self.active = 0  # requests whose handler is running
-        self.reading = 0  # of those, waiting for their request body to arrive
+        self.active = 0  # requests whose handler task exists
+        self.working = 0  # of those, admitted with their body complete (what max_inflight bounds)
+        self.reading = 0  # handlers waiting for a request body to arrive
         self.counts: collections.Counter[str] = collections.Counter()
         self._logged: dict[str, tuple[float, int]] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -559,8 +590,8 @@ class HttpServer:
         self._sweeper = self.loop.create_task(self._sweep())
 
     async def run(self, req: HttpRequest) -> None:
-        """Run the handler for one request; make sure the client gets an answer."""
-        self.active += 1
+        """Run the handler for one request (counted in `active` by its connection); make sure the
+        client gets an answer."""
         try:
             await self.handler(req)
         except asyncio.CancelledError:
@@ -571,6 +602,8 @@ class HttpServer:
             log.exception("request handler failed for %s %s", req.method, req.path)
         finally:
             self.active -= 1
+            if req._admitted:
+                self.working -= 1
             conn = req._conn
             if not conn.closed:
                 if not req.responded:
@@ -579,6 +612,18 @@ class HttpServer:
                                 b'"type":"server_error","param":null,"code":"internal_error"}}')
                 elif req._stream is not None and not req._stream.ended:
                     conn.abort()  # a stream left open by a failed handler: end the connection
+
+    def admit(self, req: HttpRequest) -> None:
+        """A request's body is complete: admit it (count it as at work) or mark it shed, when
+        `max_inflight` are at work already. Requests still waiting for their body are not
+        counted: their number is bounded by max_connections and body_timeout, and they cost no
+        upstream work (2,100 half-sent bodies must not lock normal requests out)."""
+        if self.working >= self.limits.max_inflight and req.path not in self.limits.unshed_paths:
+            self.note("overloaded", "requests shed at server.max_inflight")
+            req._admitted = False
+        else:
+            self.working += 1
+            req._admitted = True
 
     def evict_idle(self) -> bool:
         """Close the oldest idle keep-alive connection to make room; False if none is idle."""
@@ -612,7 +657,7 @@ class HttpServer:
 
     def stats(self) -> dict[str, int]:
         return {"connections": len(self.connections), "idle": len(self.idle), "active": self.active,
-                **self.counts}
+                "working": self.working, "reading": self.reading, **self.counts}
 
     async def shutdown(self) -> None:
         """Stop accepting; let requests in flight finish (up to `shutdown_timeout`), then cancel

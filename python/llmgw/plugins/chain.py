@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable
 
 from llmgw.errors import GatewayError
 from llmgw.exchange import ChatRequest, ChatResponse, Outcome, RequestContext
@@ -53,8 +53,23 @@ class KindChain:
         self.modifies_request = any(p.pre is not None and not p.read_only for p in plugins)
         self.modifies_chunks = any(not p.read_only for p in self.chunky)
 
-    async def run_headers(self, ctx: RequestContext, headers: dict[str, str]) -> None:
-        for p in self.headers:
+    def run_headers(self, ctx: RequestContext, headers: dict[str, str]) -> Awaitable[None] | None:
+        """The on_headers hooks in order; raises GatewayError to refuse. Plain hooks run now (no
+        coroutine on the common path); from the first async hook on, the rest runs in the
+        awaitable returned."""
+        for i, p in enumerate(self.headers):
+            if p.headers_async:
+                return self._headers_from(i, ctx, headers)
+            try:
+                p.headers(ctx, headers)  # type: ignore[misc]
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise plugin_crash(p, "on_headers", exc) from None
+        return None
+
+    async def _headers_from(self, start: int, ctx: RequestContext, headers: dict[str, str]) -> None:
+        for p in self.headers[start:]:
             try:
                 out = p.headers(ctx, headers)  # type: ignore[misc]
                 if p.headers_async:
@@ -119,22 +134,29 @@ class KindChain:
         plugins = [p for p in self.chunky if p in ran]
         return ChunkHooks(plugins, ctx) if plugins else None
 
-    async def run_finish(self, ctx: RequestContext, outcome: Outcome, services: Services | None) -> None:
-        """Every on_finish hook, each isolated: a failure is logged, the others still run. Async
-        hooks run in a task of their own, shielded, so cancelling the request cannot skip them."""
+    def run_finish(self, ctx: RequestContext, outcome: Outcome, services: Services | None) -> list[asyncio.Task[Any]] | None:
+        """Call every on_finish hook, each isolated (a failure is logged; the others still run).
+        Plain hooks run now; async ones are started as tasks, in order, and returned for the
+        runner to await shielded: cancelling the request cannot stop them."""
+        pending = None
         for p in self.finish:
             try:
                 out = p.finish(ctx, outcome)  # type: ignore[misc]
-                if p.finish_async:
-                    task = asyncio.ensure_future(out)
-                    if services is not None:
-                        services.track_finish(task)
-                    try:
-                        await asyncio.shield(task)
-                    except asyncio.CancelledError:
-                        pass  # the task itself goes on; shutdown waits for it
             except Exception as exc:
                 log.error("plugin %s failed in on_finish", p.name, exc_info=exc)
+                continue
+            if p.finish_async:
+                task = asyncio.ensure_future(out)
+                task.add_done_callback(lambda t, name=p.name: _log_failure(t, name))
+                if services is not None:
+                    services.track_finish(task)
+                pending = [task] if pending is None else pending + [task]
+        return pending
+
+
+def _log_failure(task: asyncio.Task[Any], plugin: str) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("plugin %s failed in on_finish", plugin, exc_info=task.exception())
 
 
 class PluginChain:
