@@ -296,9 +296,12 @@ async def test_connections_idle_past_the_keepalive_are_closed_after_a_burst():
 
         await asyncio.gather(*[fetch() for _ in range(6)])  # a burst: 6 connections
         assert pool.stats() == {"open": 6, "idle": 6, "waiting": 0}
+        await asyncio.sleep(0.1)
+        await fetch()  # steady traffic: one connection stays in use
+        await asyncio.sleep(0.15)
+        assert pool.stats() == {"open": 1, "idle": 1, "waiting": 0}, "the burst's leftovers stayed open"
         await asyncio.sleep(0.3)
-        await fetch()  # steady traffic again: the burst's leftovers are closed
-        assert pool.stats() == {"open": 1, "idle": 1, "waiting": 0}
+        assert pool.stats() == {"open": 0, "idle": 0, "waiting": 0}, "idle connections outlived the keep-alive"
         await pool.aclose()
 
 

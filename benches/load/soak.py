@@ -9,7 +9,10 @@ its fixed SSE stream) is pinned to core 1; two `llmgw bench` open-loop generator
 half the rate each, one non-streaming, one streaming. Every 10 s the gateway's RSS and open file
 descriptors are sampled. Reported: RSS after warm-up and at the end, growth per 100k requests
 (a least-squares slope over the samples, so one late spike does not decide it), file
-descriptors before and after, and the generators' error counts. Bounded: it stops by itself.
+descriptors before, right after and a keep-alive period after the load (pooled upstream
+connections stay open while in use), and the generators' error counts and latency (measured
+from each request's scheduled time, so the Python generators' own lag is in it). Bounded: it
+stops by itself.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         sampler.join()
         time.sleep(1)
         fd_after, rss_end = fds(gw.pid), tree_usage(gw.pid).rss
+        time.sleep(61)  # upstream keep-alive: the pool's idle connections close by themselves
+        fd_idle = fds(gw.pid)
     finally:
         stop_process(gw)
         upstream.stop()
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| measure | value |\n|---|---|")
     print(f"| RSS after warm-up / at the end | {rss_start / mib:.1f} / {rss_end / mib:.1f} MiB |")
     print(f"| RSS growth per 100k requests (slope over {len(points)} samples) | {slope_per_100k(points) / mib:+.2f} MiB |")
-    print(f"| open file descriptors before / after | {fd_before} / {fd_after} |")
+    print(f"| open file descriptors before / right after / 61 s later | {fd_before} / {fd_after} / {fd_idle} |")
     for r, kind in zip(reports, ("non-streaming", "streaming")):
         lat = r.get("latency_ms") or {}
         print(f"| {kind}: served / failed, p50 / p99 latency | {r['requests']['total']:,} / "
