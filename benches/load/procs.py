@@ -1,6 +1,6 @@
 """Process measurements for the load benchmark, read from /proc (Linux only).
 
-A granian gateway is a process tree (a manager plus worker processes), so memory and CPU are
+A gateway with several workers is a process tree (a supervisor plus worker processes), so memory and CPU are
 summed over the tree. RSS double-counts pages shared between the processes; PSS splits them, so
 the PSS sum is the tree's real footprint. Both are reported.
 """

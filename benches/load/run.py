@@ -130,7 +130,7 @@ def start_upstream(choice: str) -> Upstream:
 # --- the gateway ----------------------------------------------------------------------------------
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (granian stops its workers), then SIGKILL after 10 s; only the process we started."""
+    """SIGTERM (the gateway drains and stops its workers), then SIGKILL after 10 s; only the process we started."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -214,35 +214,42 @@ class RequestRunner:
             self._answer(result, keep_raw)
 
     # -- chat completions ---------------------------------------------------------------------------
-    async def _chat(self, req: ChatRequest, body_changed: bool) -> ChatResponse | GatewayError | None:
+    async def _along_plan(self, req: ChatRequest, send: Any) -> ChatResponse | GatewayError | None:
+        """Try the plan's steps in order: `send(step, target)` records its Attempt and answers,
+        or raises UpstreamFailure (the attempt failed; a failure that allows it moves on to the
+        next step) or GatewayError (refused before anything was sent: that is the answer)."""
         plan = self.ctx.plan
         if plan is None:
             return _not_found(req.model)
         failure: UpstreamFailure | None = None
         for step in plan.steps:
-            target = self.gw.targets[step.target]
-            raw = req.raw if not body_changed and step.model == req.model else None
-            try:  # translating may refuse the request (a parameter this provider lacks)
-                ureq = target.adapter.chat_request(req.body, step.model, req.stream, raw)
-            except GatewayError as err:
-                return err
-            attempt = self._attempt(step)
             try:
-                if req.stream:
-                    return await self._stream(req, target, ureq, attempt)
-                body = await exchange(target, ureq, attempt, self.ctx, self.gw.scrub)
-                response = self._chat_response(target, body, req)
+                return await send(step, self.gw.targets[step.target])  # type: ignore[no-any-return]
             except UpstreamFailure as f:
-                self._failed(attempt, f)
+                self._failed(self.ctx.attempts[-1], f)
                 failure = f
                 if not f.fallback:
-                    break
-                continue  # the routing issue decides which failures move on to the next step
+                    break  # the routing issue decides which failures move on to the next step
+            except GatewayError as err:
+                return err
+        assert failure is not None
+        return failure
+
+    async def _chat(self, req: ChatRequest, body_changed: bool) -> ChatResponse | GatewayError | None:
+        async def send(step: RouteStep, target: Target) -> ChatResponse | GatewayError | None:
+            raw = req.raw if not body_changed and step.model == req.model else None
+            # Translating may refuse the request (a parameter this provider lacks): a GatewayError.
+            ureq = target.adapter.chat_request(req.body, step.model, req.stream, raw)
+            attempt = self._attempt(step)
+            if req.stream:
+                return await self._stream(req, target, ureq, attempt)
+            body = await exchange(target, ureq, attempt, self.ctx, self.gw.scrub)
+            response = self._chat_response(target, body, req)
             attempt.usage = self.ctx.usage
             attempt.total_s = time.perf_counter() - attempt.started
             return response
-        assert failure is not None
-        return failure
+
+        return await self._along_plan(req, send)
 
     def _chat_response(self, target: Target, body: bytes, req: ChatRequest) -> ChatResponse:
         ctx, adapter = self.ctx, target.adapter
@@ -377,39 +384,27 @@ class RequestRunner:
         ctx.usage = response.usage or pump.usage
 
     # -- embeddings and the model list ----------------------------------------------------------------
-    async def _embeddings(self, req: ChatRequest) -> ChatResponse | GatewayError:
-        plan = self.ctx.plan
-        if plan is None:
-            return _not_found(req.model)
-        failure: GatewayError | None = None
-        for step in plan.steps:
-            target = self.gw.targets[step.target]
+    async def _embeddings(self, req: ChatRequest) -> ChatResponse | GatewayError | None:
+        async def send(step: RouteStep, target: Target) -> ChatResponse:
             build = optional_part(target.adapter, "embeddings_request")
             read = optional_part(target.adapter, "embeddings_response")
             if build is None or read is None:
-                return GatewayError(400, f"Model '{req.model}' does not support embeddings (its upstream "
-                                         f"{step.target!r} uses provider {target.adapter.name!r}, which has none).",
-                                    param="model", code="embeddings_not_supported")
+                raise GatewayError(400, f"Model '{req.model}' does not support embeddings (its upstream "
+                                        f"{step.target!r} uses provider {target.adapter.name!r}, which has none).",
+                                   param="model", code="embeddings_not_supported")
             attempt = self._attempt(step)
+            body = await exchange(target, build(req.body, step.model), attempt, self.ctx, self.gw.scrub)
             try:
-                body = await exchange(target, build(req.body, step.model), attempt, self.ctx, self.gw.scrub)
-                try:
-                    answer = read(body, req.model)
-                except UpstreamError as exc:
-                    raise transport_failure(exc, target.name, self.gw.scrub) from None
-            except UpstreamFailure as f:
-                self._failed(attempt, f)
-                failure = f
-                if not f.fallback:
-                    break
-                continue
+                answer = read(body, req.model)
+            except UpstreamError as exc:
+                raise transport_failure(exc, target.name, self.gw.scrub) from None
             if req.body.get("encoding_format") == "base64":
                 as_base64(answer)
             self.ctx.usage = attempt.usage = Usage.from_openai(answer.get("usage"))
             attempt.total_s = time.perf_counter() - attempt.started
             return ChatResponse(answer)
-        assert failure is not None
-        return failure
+
+        return await self._along_plan(req, send)
 
     def _models(self) -> ChatResponse:
         allowed = self.ctx.allowed_models

@@ -1,10 +1,11 @@
 """The upstream HTTP/1.1 client: a keep-alive connection pool per upstream on a lean asyncio Protocol.
 
 Why not aiohttp/httpx here: the upstream client is the largest cost on the request path. Measured
-on a 2-core machine (gateway pinned to one core, 40 µs upstream), granian + aiohttp peaks near
-2,900 req/s while granian + this kind of client (asyncio Protocol, httptools' C parser, pooled
-keep-alive connections, one write per request) reaches ~16,000 req/s, the same as granian
-answering from memory. aiohttp/httpx stay for paths where speed does not matter.
+on a 2-core machine (gateway pinned to one core, 40 µs upstream, when the gateway still ran on
+granian): with aiohttp it peaked near 2,900 req/s, with this kind of client (asyncio Protocol,
+httptools' C parser, pooled keep-alive connections, one write per request) near 16,000 req/s,
+what granian answered from memory. On the gateway's own server today: 3,206 vs 19,627 req/s
+(benches/load/run.py). aiohttp/httpx stay for paths where speed does not matter.
 
 What it does: content-length and chunked response bodies (httptools decodes chunking), keep-alive
 reuse, connections found closed while idle are discarded before a request is written to them

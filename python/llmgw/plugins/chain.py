@@ -37,6 +37,27 @@ def plugin_crash(p: LoadedPlugin, hook: str, exc: BaseException) -> PluginCrash:
                        code="plugin_error")
 
 
+def guarded(p: LoadedPlugin, hook: str, fn: Any, *args: Any) -> Any:
+    """Call a hook: GatewayError passes (the plugin's own answer), anything else is its crash."""
+    try:
+        return fn(*args)
+    except GatewayError:
+        raise
+    except Exception as exc:
+        raise plugin_crash(p, hook, exc) from None
+
+
+def _chunk_list(p: LoadedPlugin, hook: str, returned: Any) -> list[Chunk]:
+    """What on_chunk / on_stream_end returned, as a list of chunks (a wrong type is a crash)."""
+    if returned is None:
+        return []
+    if isinstance(returned, dict):
+        return [returned]
+    if isinstance(returned, list) and all(isinstance(x, dict) for x in returned):
+        return returned
+    raise plugin_crash(p, hook, TypeError(f"returned {type(returned).__name__}"))
+
+
 class KindChain:
     """The plugins that handle one request kind, and which of them have each hook."""
 
@@ -60,24 +81,19 @@ class KindChain:
         for i, p in enumerate(self.headers):
             if p.headers_async:
                 return self._headers_from(i, ctx, headers)
-            try:
-                p.headers(ctx, headers)  # type: ignore[misc]
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise plugin_crash(p, "on_headers", exc) from None
+            guarded(p, "on_headers", p.headers, ctx, headers)
         return None
 
     async def _headers_from(self, start: int, ctx: RequestContext, headers: dict[str, str]) -> None:
         for p in self.headers[start:]:
-            try:
-                out = p.headers(ctx, headers)  # type: ignore[misc]
-                if p.headers_async:
+            out = guarded(p, "on_headers", p.headers, ctx, headers)
+            if p.headers_async:
+                try:
                     await out
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise plugin_crash(p, "on_headers", exc) from None
+                except GatewayError:
+                    raise
+                except Exception as exc:
+                    raise plugin_crash(p, "on_headers", exc) from None
 
     async def run_pre(self, ctx: RequestContext, req: ChatRequest,
                       ran: list[LoadedPlugin]) -> tuple[ChatRequest, ChatResponse | GatewayError | None, bool]:
@@ -192,20 +208,7 @@ class ChunkHooks:
                 continue
             nxt: list[Chunk] = []
             for c in out:
-                try:
-                    r = hook(ctx, c)
-                except GatewayError:
-                    raise
-                except Exception as exc:
-                    raise plugin_crash(p, "on_chunk", exc) from None
-                if r is None:
-                    continue
-                if isinstance(r, dict):
-                    nxt.append(r)
-                elif isinstance(r, list) and all(isinstance(x, dict) for x in r):
-                    nxt.extend(r)
-                else:
-                    raise plugin_crash(p, "on_chunk", TypeError(f"returned {type(r).__name__}"))
+                nxt.extend(_chunk_list(p, "on_chunk", guarded(p, "on_chunk", hook, ctx, c)))
             out = nxt
             if not out:
                 break
@@ -216,12 +219,7 @@ class ChunkHooks:
         ctx = self.ctx
         for p in self.plugins:
             if p.chunk is not None:
-                try:
-                    p.chunk(ctx, chunk)
-                except GatewayError:
-                    raise
-                except Exception as exc:
-                    raise plugin_crash(p, "on_chunk", exc) from None
+                guarded(p, "on_chunk", p.chunk, ctx, chunk)
 
     def flush(self) -> list[Chunk]:
         """on_stream_end of each plugin in order; what one releases passes the later on_chunk hooks."""
@@ -230,17 +228,7 @@ class ChunkHooks:
         for i, p in enumerate(self.plugins):
             if p.stream_end is None:
                 continue
-            try:
-                held = p.stream_end(ctx)
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise plugin_crash(p, "on_stream_end", exc) from None
-            if held is None:
-                continue
-            if not isinstance(held, list) or not all(isinstance(x, dict) for x in held):
-                raise plugin_crash(p, "on_stream_end", TypeError(f"returned {type(held).__name__}"))
-            for c in held:
+            for c in _chunk_list(p, "on_stream_end", guarded(p, "on_stream_end", p.stream_end, ctx)):
                 released.extend(self.run(c, i + 1))
         return released
 
