@@ -210,3 +210,31 @@ async def _until(check, timeout: float = 5.0) -> None:
             pass
         await asyncio.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+def test_a_worker_that_dies_is_replaced_and_the_rest_keep_serving(mock_upstream, start_gateway):
+    import os
+
+    gw = start_gateway(openai_config(mock_upstream.url), workers=2)
+    children = _children(gw.proc.pid)
+    assert len(children) == 2
+    os.kill(children[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    replaced: list[int] = []
+    while time.monotonic() < deadline:
+        now = _children(gw.proc.pid)
+        replaced = [p for p in now if p not in children]
+        if len(now) == 2 and replaced:
+            break
+        time.sleep(0.1)
+    assert replaced, "the dead worker was not replaced"
+    assert "exited with" in gw.log()
+    time.sleep(1.0)  # the new worker loads its config
+    statuses = [httpx.post(f"{gw.base_url}/chat/completions", json={"model": "m", "messages": MSG},
+                           timeout=10).status_code for _ in range(20)]
+    assert set(statuses) == {200}
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
