@@ -72,9 +72,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for up in cfg.upstreams.values():
         key = "API key set" if up.api_key else "no API key"
         print(f"  upstream {up.name}: {up.provider} at {up.base_url} ({key}; up to {up.max_connections} connections)")
-    for m in cfg.models.values():
-        alias = f" (as {m.model!r})" if m.model != m.name else ""
-        print(f"  model {m.name} -> upstream {m.upstream}{alias}")
+    from llmgw.clock import Clock
+    from llmgw.routing import DeploymentStates, Router
+
+    router = Router(cfg, DeploymentStates(Clock()), Clock())
+    for name, group in cfg.models.items():
+        if len(group.deployments) == 1 and not (group.fallbacks or group.rules or group.complexity or group.shadow
+                                                or group.breaker or group.hedge or group.timeout):
+            d = group.deployments[0]
+            alias = f" (as {d.model!r})" if d.model != name else ""
+            print(f"  model {name} -> upstream {d.upstream}{alias}")
+        else:
+            for line in router.explain(name):
+                print(f"  {line}")
     for p in cfg.plugins:
         print(f"  plugin {p.target} options={sorted(p.options)}")
     print(f"  client auth: {len(cfg.auth_keys)} key(s)" if cfg.auth_keys else "  client auth: off (anyone reaching the port may call)")

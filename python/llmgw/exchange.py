@@ -156,20 +156,31 @@ class ChatResponse:
 
 @dataclass(frozen=True, slots=True)
 class RouteStep:
-    """One deployment a request may be sent to: the upstream (`target`) and the model name it
-    knows the model by."""
+    """One deployment a request may be sent to: the upstream (`target`), the model name it knows
+    the model by, the deployment's name and group, and how the plan reaches it: "primary" (one of
+    the group's own deployments, tried in the strategy's order) or "fallback" (entered only after
+    a failure whose trigger is in `on`)."""
 
     target: str
     model: str
+    deployment: str = ""
+    group: str = ""
+    via: str = "primary"
+    on: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
-    """Where a request will go, in order: the first step is tried first; later steps are the
-    fallbacks (today every model group has one step; the routing issue adds more)."""
+    """Where a request will go, in order: the group's deployments (strategy order), then its
+    fallbacks. `reason` says why (a rule, a complexity score, the caller's header, the strategy);
+    `skipped` lists deployments left out without a call, and why (breaker open, context window
+    too small)."""
 
     model: str  # the public model name the client asked for
     steps: tuple[RouteStep, ...]
+    group: str = ""  # the model group that serves it (differs from `model` after a rule or router)
+    reason: str = ""
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -178,12 +189,15 @@ class Attempt:
 
     Timings are seconds: `queue_s` waiting for a pooled connection, `connect_s` opening one
     (0 on a reused connection), `ttfb_s` from writing the request to the response head, `total_s`
-    from the start of the attempt to its last byte (or its failure).
+    from the start of the attempt to its last byte (or its failure). `retry` marks a second try
+    of the same deployment; `hedge` an attempt raced against a slower one; `cancelled` an attempt
+    stopped because another one won the race.
     """
 
     target: str
     model: str
     started: float  # time.perf_counter()
+    deployment: str = ""
     sent: bool = False
     status: int | None = None  # the upstream's HTTP status; None when no response head came
     error: UpstreamFailure | None = None
@@ -192,6 +206,9 @@ class Attempt:
     connect_s: float = 0.0
     ttfb_s: float | None = None
     total_s: float | None = None
+    retry: bool = False
+    hedge: bool = False
+    cancelled: bool = False
 
     @property
     def ok(self) -> bool:
@@ -335,6 +352,7 @@ class RequestContext:
     model: str | None = None
     plan: RoutePlan | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    budget_exhausted: bool = False  # set by a budget policy: the plan starts at its budget fallback
     usage: Usage | None = None
     usage_estimated: bool = False
     collect_text: bool = False  # a plugin wants the streamed text in its post_response

@@ -21,7 +21,8 @@ from llmgw.plugins.auth import ApiKeyAuth
 from llmgw.plugins.chain import PluginChain
 from llmgw.plugins.loader import LoadedPlugin, instantiate, load_plugin
 from llmgw.providers import registry
-from llmgw.routing import Router
+from llmgw.routing import DeploymentStates, Dispatcher, Router
+from llmgw.routing.shadow import ShadowTraffic
 from llmgw.services import Services
 from llmgw.transport import Transport, UpstreamPool
 from llmgw.upstream import Scrubber, Target
@@ -69,7 +70,10 @@ class Gateway:
             self.targets[name] = Target(name, registry.get(up.provider)(up), pool, up.timeouts)
         plugins, self.fresh = self._plugins(config, previous)
         self.chain = PluginChain(plugins)
-        self.router = Router(config.models)
+        clock = services.clock
+        self.router = Router(config, services.keep("routing.states", lambda: DeploymentStates(clock)), clock)
+        self.dispatcher = Dispatcher(self.router, clock)
+        self.shadow = services.keep("routing.shadow", ShadowTraffic)
         secrets = [up.api_key or "" for up in config.upstreams.values()]
         secrets += [v for up in config.upstreams.values() for _, v in up.headers if len(v) >= 8]
         secrets += [k.key for k in config.auth_keys]
@@ -103,8 +107,8 @@ class Gateway:
     def routes_to_provider(self, data: Any, provider: str) -> bool:
         """Whether the model named in a request body goes first to an upstream of `provider`."""
         model = data.get("model") if isinstance(data, dict) else None
-        plan = self.router.plan(model) if isinstance(model, str) else None
-        target = self.targets.get(plan.steps[0].target) if plan is not None and plan.steps else None
+        group = self.router.group(model) if isinstance(model, str) else None
+        target = self.targets.get(group.deployments[0].upstream) if group is not None and group.deployments else None
         return target is not None and target.adapter.name == provider
 
     # -- lifecycle ------------------------------------------------------------------------------------

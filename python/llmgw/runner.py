@@ -43,6 +43,8 @@ from llmgw.ingress.embeddings import as_base64, parse_embeddings_request
 from llmgw.ingress.openai import OPENAI_FORMAT, parse_chat_request
 from llmgw.plugins.chain import PluginCrash
 from llmgw.providers.base import optional_part
+from llmgw.routing import route_headers
+from llmgw.routing.dispatch import MAX_CLIENT_TIMEOUT, clip_timeouts
 from llmgw.services import RouteRequest
 from llmgw.streaming import ChunkPump, PassthroughPump, chunks_as_response, response_as_chunks
 from llmgw.tokens import count_chat_tokens
@@ -99,13 +101,52 @@ MODELS = Endpoint("models", "openai", OPENAI_FORMAT, _read_nothing)
 
 
 def _refused(ctx: RequestContext, req: ChatRequest) -> GatewayError | None:
-    """403 when the caller's identity (set in on_headers) may not use the model it asked for;
-    checked before any pre_request hook, so no plugin (a cache, say) answers for such a model."""
+    """403 when the caller's identity (set in on_headers) may not use the model it asked for (or
+    the group its `x-llmgw-model` header chose); checked before any pre_request hook, so no
+    plugin (a cache, say) answers for such a model."""
     allowed = ctx.allowed_models
-    if allowed is not None and req.kind != "models" and req.model not in allowed:
-        return GatewayError(403, f"This API key may not use model {req.model!r}.", type="permission_error",
-                            code="model_not_allowed", param="model")
+    if allowed is None or req.kind == "models":
+        return None
+    for model in (req.model, ctx.plan.group if ctx.plan is not None else None):
+        if model and model not in allowed:
+            return GatewayError(403, f"This API key may not use model {model!r}.", type="permission_error",
+                                code="model_not_allowed", param="model")
     return None
+
+
+def _client_timeout(ctx: RequestContext, req: ChatRequest) -> GatewayError | None:
+    """`x-llmgw-timeout: SECONDS`: the caller's own deadline (it can only shorten the group's)."""
+    value = req.headers.get("x-llmgw-timeout")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_CLIENT_TIMEOUT:
+        return GatewayError(400, f"x-llmgw-timeout must be a number of seconds in (0, {MAX_CLIENT_TIMEOUT:g}], "
+                                 f"got {value!r}.", param="x-llmgw-timeout", code="invalid_value")
+    ctx.metadata["client_timeout"] = seconds
+    return None
+
+
+class _Prepared:
+    """A stream whose first content is ready and nothing sent to the client yet."""
+
+    __slots__ = ("resp", "chunks", "pump", "first", "ended", "target", "attempt")
+
+    def __init__(self, resp: Any, chunks: Any, pump: ChunkPump | PassthroughPump, first: bytes, ended: bool,
+                 target: Target, attempt: Attempt) -> None:
+        self.resp, self.chunks, self.pump, self.first, self.ended = resp, chunks, pump, first, ended
+        self.target, self.attempt = target, attempt
+
+    def discard(self) -> None:
+        """Lost a hedged race: close the upstream response (its connection is not reused)."""
+        self.resp.close()
+
+
+# A stream is held back until its first content (a role-only chunk first) up to this many bytes.
+_HOLD_MAX = 64 * 1024
 
 
 def _not_found(model: str) -> GatewayError:
@@ -181,15 +222,15 @@ class RequestRunner:
         self.req = req
         router = self.gw.router
         ctx.model = req.model
-        ctx.plan = router.plan(req.model) if req.kind != "models" else None
+        ctx.plan = router.plan(ctx, req) if req.kind != "models" else None
         body_changed = False
-        result: ChatResponse | GatewayError | None = _refused(ctx, req)
+        result: ChatResponse | GatewayError | None = _refused(ctx, req) or _client_timeout(ctx, req)
         if result is None and chain.has_pre:
             req, result, body_changed = await chain.run_pre(ctx, req, self.ran)
             self.req = req
             if req.model != ctx.model:
                 ctx.model = req.model
-                ctx.plan = router.plan(req.model)
+                ctx.plan = router.plan(ctx, req)
                 result = result or _refused(ctx, req)
         else:
             self.ran = chain.plugins  # no pre hook can short-circuit: every plugin's stage is reached
@@ -214,42 +255,43 @@ class RequestRunner:
             self._answer(result, keep_raw)
 
     # -- chat completions ---------------------------------------------------------------------------
-    async def _along_plan(self, req: ChatRequest, send: Any) -> ChatResponse | GatewayError | None:
-        """Try the plan's steps in order: `send(step, target)` records its Attempt and answers,
-        or raises UpstreamFailure (the attempt failed; a failure that allows it moves on to the
-        next step) or GatewayError (refused before anything was sent: that is the answer)."""
-        plan = self.ctx.plan
-        if plan is None:
+    async def _dispatch(self, req: ChatRequest, send: Any) -> Any:
+        """Carry the plan out (llmgw.routing.dispatch): the answer, a prepared stream, or the
+        error to answer with."""
+        ctx = self.ctx
+        if ctx.plan is None:
             return _not_found(req.model)
-        failure: UpstreamFailure | None = None
-        for step in plan.steps:
-            try:
-                return await send(step, self.gw.targets[step.target])  # type: ignore[no-any-return]
-            except UpstreamFailure as f:
-                self._failed(self.ctx.attempts[-1], f)
-                failure = f
-                if not f.fallback:
-                    break  # the routing issue decides which failures move on to the next step
-            except GatewayError as err:
-                return err
-        assert failure is not None
-        return failure
+        if ctx.plan.group != req.model or len(ctx.plan.steps) > 1:
+            self.gw.shadow.maybe_copy(ctx, req, self.gw.router, self.gw.targets, self.gw.scrub)
+        try:
+            return await self.gw.dispatcher.run(ctx, ctx.plan, send, stream=req.stream)
+        except GatewayError as err:  # UpstreamFailure included: every attempt failed
+            return err
+        finally:
+            ctx.response_headers.extend(route_headers(ctx))
 
     async def _chat(self, req: ChatRequest, body_changed: bool) -> ChatResponse | GatewayError | None:
-        async def send(step: RouteStep, target: Target) -> ChatResponse | GatewayError | None:
+        clock, scrub = self.gw.services.clock, self.gw.scrub
+
+        async def send(step: RouteStep, attempt: Attempt, deadline: float | None) -> ChatResponse | _Prepared:
+            target = self.gw.targets[step.target]
             raw = req.raw if not body_changed and step.model == req.model else None
             # Translating may refuse the request (a parameter this provider lacks): a GatewayError.
             ureq = target.adapter.chat_request(req.body, step.model, req.stream, raw)
-            attempt = self._attempt(step)
+            timeouts = clip_timeouts(target.timeouts, deadline, clock, req.stream)
             if req.stream:
-                return await self._stream(req, target, ureq, attempt)
-            body = await exchange(target, ureq, attempt, self.ctx, self.gw.scrub)
+                return await self._open_stream(req, target, ureq, attempt, timeouts)
+            body = await exchange(target, ureq, attempt, self.ctx, scrub, timeouts)
             response = self._chat_response(target, body, req)
             attempt.usage = self.ctx.usage
             attempt.total_s = time.perf_counter() - attempt.started
             return response
 
-        return await self._along_plan(req, send)
+        result = await self._dispatch(req, send)
+        if isinstance(result, _Prepared):
+            await self._forward(req, result)
+            return None
+        return result  # type: ignore[no-any-return]
 
     def _chat_response(self, target: Target, body: bytes, req: ChatRequest) -> ChatResponse:
         ctx, adapter = self.ctx, target.adapter
@@ -271,25 +313,21 @@ class RequestRunner:
         out.usage = ctx.usage
         return out
 
-    async def _stream(self, req: ChatRequest, target: Target, ureq: Any, attempt: Attempt) -> GatewayError | None:
-        """Open the stream; once its first event is ready, commit and forward it. Raises
-        UpstreamFailure while nothing was sent (the attempt failed); returns a GatewayError for
-        a plugin crash before the commit, else None (answered)."""
-        ctx = self.ctx
-        resp = await open_response(target, ureq, attempt, ctx, self.gw.scrub)
+    async def _open_stream(self, req: ChatRequest, target: Target, ureq: Any, attempt: Attempt,
+                           timeouts: Any) -> _Prepared:
+        """Open the stream and read it until its first content is ready: nothing has reached the
+        client yet, so until then any failure is the attempt's (UpstreamFailure) and routing may
+        fall back. A plugin crash here raises PluginCrash."""
+        resp = await open_response(target, ureq, attempt, self.ctx, self.gw.scrub, timeouts)
         try:
-            pump = self.pump = self._make_pump(target, req)
+            pump = self._make_pump(target, req)
             chunks = resp.__aiter__()
             first, ended = await self._first_output(chunks, pump, target)
-        except PluginCrash as err:
-            resp.close()
-            attempt.total_s = time.perf_counter() - attempt.started
-            return err
         except BaseException:
             resp.close()
+            attempt.total_s = time.perf_counter() - attempt.started
             raise
-        await self._forward(req, attempt, resp, chunks, pump, first, ended, target)
-        return None
+        return _Prepared(resp, chunks, pump, first, ended, target, attempt)
 
     def _make_pump(self, target: Target, req: ChatRequest) -> ChunkPump | PassthroughPump:
         chain, ctx = self.chain, self.ctx
@@ -301,22 +339,34 @@ class RequestRunner:
 
     async def _first_output(self, chunks: Any, pump: ChunkPump | PassthroughPump,
                             target: Target) -> tuple[bytes, bool]:
-        """Read until the pump has bytes for the client: (bytes, whether the stream ended)."""
+        """Read until the pump has content for the client — text, a tool call, a finish reason;
+        a role-only first chunk is held with it, so falling back never repeats or mixes what a
+        client saw — or `_HOLD_MAX` bytes: (bytes, whether the stream ended)."""
         ctx = self.ctx
         t0 = time.perf_counter()
+        held: list[bytes] = []
+        size = 0
         try:
             async for data in chunks:
                 out = pump.feed(data)
                 if out:
-                    return out, False
-            return pump.finish(), True
+                    held.append(out)
+                    size += len(out)
+                    if pump.content_seen or size > _HOLD_MAX:
+                        return b"".join(held), False
+            held.append(pump.finish())
+            return b"".join(held), True
         except UpstreamError as exc:
             raise transport_failure(exc, target.name, self.gw.scrub) from None
         finally:
             ctx.upstream_s += time.perf_counter() - t0
 
-    async def _forward(self, req: ChatRequest, attempt: Attempt, resp: Any, chunks: Any,
-                       pump: ChunkPump | PassthroughPump, first: bytes, ended: bool, target: Target) -> None:
+    async def _forward(self, req: ChatRequest, prepared: _Prepared) -> None:
+        """Commit the response and forward the rest of the stream (after this, a failure is an
+        error event in the client's format, and the response is closed properly)."""
+        resp, chunks, pump, first, ended = prepared.resp, prepared.chunks, prepared.pump, prepared.first, prepared.ended
+        attempt, target = prepared.attempt, prepared.target
+        self.pump = pump
         ctx = self.ctx
         sink = self.http.start_stream(200, _SSE + [("x-request-id", ctx.request_id)] + ctx.response_headers)
         self.status, self.streamed = 200, True
@@ -384,16 +434,17 @@ class RequestRunner:
         ctx.usage = response.usage or pump.usage
 
     # -- embeddings and the model list ----------------------------------------------------------------
-    async def _embeddings(self, req: ChatRequest) -> ChatResponse | GatewayError | None:
-        async def send(step: RouteStep, target: Target) -> ChatResponse:
+    async def _embeddings(self, req: ChatRequest) -> ChatResponse | GatewayError:
+        async def send(step: RouteStep, attempt: Attempt, deadline: float | None) -> ChatResponse:
+            target = self.gw.targets[step.target]
             build = optional_part(target.adapter, "embeddings_request")
             read = optional_part(target.adapter, "embeddings_response")
             if build is None or read is None:
                 raise GatewayError(400, f"Model '{req.model}' does not support embeddings (its upstream "
                                         f"{step.target!r} uses provider {target.adapter.name!r}, which has none).",
                                    param="model", code="embeddings_not_supported")
-            attempt = self._attempt(step)
-            body = await exchange(target, build(req.body, step.model), attempt, self.ctx, self.gw.scrub)
+            timeouts = clip_timeouts(target.timeouts, deadline, self.gw.services.clock, False)
+            body = await exchange(target, build(req.body, step.model), attempt, self.ctx, self.gw.scrub, timeouts)
             try:
                 answer = read(body, req.model)
             except UpstreamError as exc:
@@ -404,7 +455,7 @@ class RequestRunner:
             attempt.total_s = time.perf_counter() - attempt.started
             return ChatResponse(answer)
 
-        return await self._along_plan(req, send)
+        return await self._dispatch(req, send)  # type: ignore[no-any-return]
 
     def _models(self) -> ChatResponse:
         allowed = self.ctx.allowed_models
@@ -446,17 +497,6 @@ class RequestRunner:
         self.status, self.result, self.error = err.status, "error", err
         respond_error(self.http, err, self.fmt, self.ctx.request_id, self.ctx.response_headers)
         self.ctx.first_byte_at = time.perf_counter()
-
-    # -- attempts -------------------------------------------------------------------------------------
-    def _attempt(self, step: RouteStep) -> Attempt:
-        attempt = Attempt(step.target, step.model, time.perf_counter())
-        self.ctx.attempts.append(attempt)
-        return attempt
-
-    @staticmethod
-    def _failed(attempt: Attempt, failure: UpstreamFailure) -> None:
-        attempt.error = failure
-        attempt.total_s = time.perf_counter() - attempt.started
 
     # -- the end ----------------------------------------------------------------------------------------
     async def _finish(self) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, TypeVar
 import orjson
 
 from llmgw._core import RateLimiter
+from llmgw.clock import Clock
 
 if TYPE_CHECKING:
     from llmgw.config import Config
@@ -192,9 +193,10 @@ class BackgroundQueue:
 class _Registry:
     """What every scoped view of one worker's Services shares."""
 
-    def __init__(self, worker_id: int, workers: int) -> None:
+    def __init__(self, worker_id: int, workers: int, clock: Clock) -> None:
         self.worker_id = worker_id
         self.workers = workers
+        self.clock = clock
         self.limiter = RateLimiter()
         self.kept: dict[str, Any] = {}
         self.routes: list[_Route] = []
@@ -209,9 +211,9 @@ class Services:
     """The app-scoped services of one worker (see the module docstring). Plugins get a view
     scoped to themselves; `owner` names it (None for the gateway's own)."""
 
-    def __init__(self, worker_id: int = 0, workers: int = 1, *, _registry: _Registry | None = None,
-                 owner: str | None = None) -> None:
-        self._reg = _registry or _Registry(worker_id, workers)
+    def __init__(self, worker_id: int = 0, workers: int = 1, *, clock: Clock | None = None,
+                 _registry: _Registry | None = None, owner: str | None = None) -> None:
+        self._reg = _registry or _Registry(worker_id, workers, clock or Clock())
         self.owner = owner
 
     def scoped(self, owner: str) -> Services:
@@ -225,6 +227,11 @@ class Services:
     @property
     def workers(self) -> int:
         return self._reg.workers
+
+    @property
+    def clock(self) -> Clock:
+        """The worker's clock (tests replace it): monotonic `now()`, `wall()`, `sleep()`."""
+        return self._reg.clock
 
     @property
     def limiter(self) -> RateLimiter:

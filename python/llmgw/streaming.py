@@ -43,10 +43,15 @@ MAX_EVENT_BYTES = 4 << 20
 Chunk = dict[str, Any]
 
 
+# Bytes of an OpenAI chunk that carry content: non-empty text, refusal, tool name or arguments, or
+# a finish reason (a role-only first chunk has "content":"" and matches none of them).
+_CONTENT = re.compile(rb'"(?:content|refusal|name|arguments)":"(?!")|"finish_reason":"')
+
+
 class PassthroughPump:
     """OpenAI SSE bytes forwarded verbatim, event-aligned (see the module docstring)."""
 
-    __slots__ = ("tap", "upstream", "observers", "_parser", "_held", "_failure", "sent_events")
+    __slots__ = ("tap", "upstream", "observers", "_parser", "_held", "_failure", "sent_events", "content_seen")
 
     def __init__(self, upstream: str, observers: ChunkHooks | None, collect_text: bool) -> None:
         self.tap = StreamTap(collect_text)
@@ -56,6 +61,7 @@ class PassthroughPump:
         self._held = 0  # bytes of the unfinished event the tap holds back
         self._failure: UpstreamProtocolError | None = None
         self.sent_events = 0
+        self.content_seen = False  # an event with text, a tool call or a finish reason went by
 
     def feed(self, data: bytes) -> bytes:
         if self._failure is not None:
@@ -67,6 +73,8 @@ class PassthroughPump:
             raise UpstreamProtocolError(f"upstream {self.upstream!r} sent a stream event over {MAX_EVENT_BYTES} bytes")
         if tap.error is not None:
             out = self._cut_at_error(out)
+        if out and not self.content_seen and _CONTENT.search(out) is not None:
+            self.content_seen = True
         if out and self._parser is not None:
             for event in self._parser.feed(out):
                 if event.data != "[DONE]":
@@ -132,7 +140,7 @@ class PassthroughPump:
 class ChunkPump:
     """Canonical chunks through the on_chunk hooks into the client's encoding (module docstring)."""
 
-    __slots__ = ("reader", "encoder", "hooks", "usage", "finish_reason", "texts", "events")
+    __slots__ = ("reader", "encoder", "hooks", "usage", "finish_reason", "texts", "events", "content_seen")
 
     def __init__(self, reader: StreamTranslator | None, encoder: Any, hooks: ChunkHooks | None) -> None:
         self.reader = reader
@@ -142,6 +150,7 @@ class ChunkPump:
         self.finish_reason: str | None = None
         self.texts: list[str] = []  # content of choice 0 as the client received it
         self.events = 0
+        self.content_seen = False
 
     def feed(self, data: bytes) -> bytes:
         reader = self.reader
@@ -163,10 +172,12 @@ class ChunkPump:
                     self.finish_reason = choice["finish_reason"]
             for out in hooks.run(chunk) if hooks is not None else (chunk,):
                 for choice in out.get("choices") or ():
-                    if choice.get("index", 0) == 0:
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            texts.append(content)
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content and choice.get("index", 0) == 0:
+                        texts.append(content)
+                    if content or delta.get("tool_calls") or delta.get("refusal") or choice.get("finish_reason"):
+                        self.content_seen = True
                 self.events += 1
                 parts.append(encoder.chunk(out))
         return b"".join(parts)

@@ -111,13 +111,13 @@ def transport_failure(exc: UpstreamError, target: str, scrub: Scrubber) -> Upstr
 
 
 async def open_response(target: Target, ureq: UpstreamRequest, attempt: Attempt, ctx: RequestContext,
-                        scrub: Scrubber) -> Any:
+                        scrub: Scrubber, timeouts: Timeouts | None = None) -> Any:
     """Send the request; the response once its head says 2xx (its body not read yet). Raises
     UpstreamFailure otherwise (an error body is read, classified and its connection released)."""
     t0 = time.perf_counter()
     try:
-        resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body, timeout=target.timeouts,
-                                         timing=attempt)
+        resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body,
+                                         timeout=timeouts or target.timeouts, timing=attempt)
         attempt.status = resp.status
         if resp.status >= 300:
             body = await resp.read()
@@ -130,9 +130,9 @@ async def open_response(target: Target, ureq: UpstreamRequest, attempt: Attempt,
 
 
 async def exchange(target: Target, ureq: UpstreamRequest, attempt: Attempt, ctx: RequestContext,
-                   scrub: Scrubber) -> bytes:
+                   scrub: Scrubber, timeouts: Timeouts | None = None) -> bytes:
     """A non-streamed exchange: the 2xx body, or an UpstreamFailure."""
-    resp = await open_response(target, ureq, attempt, ctx, scrub)
+    resp = await open_response(target, ureq, attempt, ctx, scrub, timeouts)
     t0 = time.perf_counter()
     try:
         return await resp.read()
