@@ -20,7 +20,7 @@ from llmgw.http.server import BodyTooLarge, ClientGone
 from llmgw.providers import registry
 from llmgw.runner import CHAT, RequestRunner
 from llmgw.services import Services
-from llmgw.transport import ConnectError, UpstreamProtocolError
+from llmgw.transport import ConnectError, UpstreamProtocolError, UpstreamTimeout
 
 
 class FakeStream:
@@ -144,6 +144,7 @@ class FakePool:
         self.replies = list(replies)
         self.requests: list[dict[str, Any]] = []
         self.responses: list[FakeResponse] = []
+        self.hanging = 0  # requests waiting on a "hang" reply right now
 
     def script(self, *replies: Any) -> None:
         self.replies = list(replies)
@@ -154,11 +155,19 @@ class FakePool:
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         if reply == "refuse":
             raise ConnectError("cannot connect to upstream http://x: Connection refused", reason="connection refused")
+        if reply == "connect-timeout":
+            raise UpstreamTimeout("connecting timed out", phase="connect", sent=False)
         if timing is not None:
             timing.sent = True
             timing.ttfb_s = 0.0
+        if reply == "first-byte-timeout":
+            raise UpstreamTimeout("no response headers in time", phase="first_byte")
         if reply == "hang":
-            await asyncio.Event().wait()
+            self.hanging += 1
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.hanging -= 1
         resp = reply() if callable(reply) else reply
         self.responses.append(resp)
         return resp
@@ -203,8 +212,10 @@ def stream(words: list[str], then: str = "end", usage: tuple[int, int] | None = 
     return FakeResponse(200, pieces, then)
 
 
-def error_reply(status: int, message: str = "upstream trouble", headers: list[tuple[bytes, bytes]] | None = None) -> FakeResponse:
-    return FakeResponse(status, [orjson.dumps({"error": {"message": message, "type": "server_error"}})], headers=headers)
+def error_reply(status: int, message: str = "upstream trouble", headers: list[tuple[bytes, bytes]] | None = None,
+                code: str | None = None) -> FakeResponse:
+    error = {"message": message, "type": "server_error", "code": code}
+    return FakeResponse(status, [orjson.dumps({"error": error})], headers=headers)
 
 
 BASE_CONFIG = """
@@ -216,10 +227,33 @@ models:
 """
 
 
-def gateway_for(config_text: str = BASE_CONFIG, **pools: FakePool) -> Gateway:
+class FakeClock:
+    """A clock that sleeps instantly: `sleep(s)` moves time on by s and records s."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def gateway_for(config_text: str = BASE_CONFIG, *, clock: Any = None, services: Services | None = None,
+                **pools: FakePool) -> Gateway:
     """A real Gateway from YAML, every upstream answered by a FakePool (`up=FakePool(...)`)."""
     config = parse_config(config_text, providers=registry)
-    gw = Gateway(config, Services())
+    gw = Gateway(config, services or Services(clock=clock))
     for name, target in gw.targets.items():
         target.pool = pools.get(name) or FakePool(completion())
     return gw

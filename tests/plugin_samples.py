@@ -394,3 +394,13 @@ class Lifecycle(Plugin):
 
     async def shutdown(self):
         self._note("shutdown")
+
+
+class BudgetSignal(Plugin):
+    """Marks every request's budget as exhausted (what a budget policy does at its soft limit)."""
+
+    kinds = ALL_KINDS
+    read_only = True
+
+    def on_headers(self, ctx, headers):
+        ctx.budget_exhausted = True

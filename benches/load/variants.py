@@ -10,7 +10,8 @@ ratio to the first variant. Measured: requests/s at c=32 (wrk, keep-alive) and l
 at c=1 (wrk), with the upstream's own c=1 latency beside them ("added" = gateway minus direct).
 
 Variants: passthrough (examples/bench.yaml: no plugins, no auth); auth (built-in API keys);
-auth + a no-op on_finish plugin (configs/auth-finish.yaml). `--baseline DIR` adds the same
+auth + a no-op on_finish plugin (configs/auth-finish.yaml); a model group of three weighted
+deployments with a circuit breaker (configs/three.yaml). `--baseline DIR` adds the same
 passthrough and auth configs run from another checkout's python/ directory (for example main
 before a change, with its built extension), so a change is measured against what it replaces in
 the same minute. Upstream: nginx from ../shared/bench/nginx-mock.sh (a fixed OpenAI body).
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         Variant("passthrough", REPO / "examples" / "bench.yaml"),
         Variant("auth", HERE / "configs" / "auth.yaml", KEY),
         Variant("auth + no-op on_finish", HERE / "configs" / "auth-finish.yaml", KEY),
+        Variant("three deployments (weighted, breaker)", HERE / "configs" / "three.yaml"),
     ]
     if args.baseline:
         variants += [Variant("baseline: passthrough", REPO / "examples" / "bench.yaml", pythonpath=args.baseline),

@@ -261,7 +261,7 @@ class RequestRunner:
         ctx = self.ctx
         if ctx.plan is None:
             return _not_found(req.model)
-        if ctx.plan.group != req.model or len(ctx.plan.steps) > 1:
+        if ctx.plan.group in self.gw.router.shadowed:
             self.gw.shadow.maybe_copy(ctx, req, self.gw.router, self.gw.targets, self.gw.scrub)
         try:
             return await self.gw.dispatcher.run(ctx, ctx.plan, send, stream=req.stream)

@@ -92,6 +92,22 @@ def classified_failure(target: Target, status: int, body: bytes, headers: list[t
                            retry_after=ec.retry_after, type=ec.type, code=ec.code, param=ec.param, headers=extra)
 
 
+_last_logged: dict[str, tuple[float, int]] = {}
+
+
+def _log_once_a_minute(key: str, message: str, *args: Any) -> None:
+    """A warning that may repeat thousands of times a second (an upstream down): once a minute,
+    with how many times it happened since."""
+    now = time.monotonic()
+    last, count = _last_logged.get(key, (0.0, 0))
+    if now - last >= 60.0:
+        suffix = f" (and {count} more times in the last minute)" if count else ""
+        log.warning(message + suffix, *args)
+        _last_logged[key] = (now, 0)
+    else:
+        _last_logged[key] = (last, count + 1)
+
+
 def transport_failure(exc: UpstreamError, target: str, scrub: Scrubber) -> UpstreamFailure:
     """A transport failure as an UpstreamFailure (the URL stays in the log, out of the message)."""
     if isinstance(exc, PoolTimeout):
@@ -101,7 +117,7 @@ def transport_failure(exc: UpstreamError, target: str, scrub: Scrubber) -> Upstr
         return UpstreamFailure(504, f"upstream {target!r} timed out ({exc.phase})", reason="timeout", retryable=True,
                                fallback=True, sent=exc.sent, code="upstream_timeout")
     if isinstance(exc, ConnectError):
-        log.warning("upstream %s unreachable: %s", target, exc)
+        _log_once_a_minute(f"unreachable:{target}", "upstream %s unreachable: %s", target, exc)
         return UpstreamFailure(502, f"upstream {target!r} is unreachable ({exc.reason})", reason="connection",
                                retryable=True, fallback=True, sent=exc.sent, code="upstream_unreachable")
     mid_stream = "mid-stream" in str(exc)

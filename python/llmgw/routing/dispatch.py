@@ -83,10 +83,24 @@ class Dispatcher:
         return None if limit is None else self.clock.now() + limit - (time.perf_counter() - ctx.started)
 
     async def run(self, ctx: RequestContext, plan: RoutePlan, send: Send, *, stream: bool) -> Any:
-        router, clock = self.router, self.clock
-        group = router.group(plan.group)
-        retries = group.retries if group is not None else None
+        group = self.router.group(plan.group)
         deadline = self.deadline(ctx, group)
+        if deadline is None:
+            return await self._run(ctx, plan, send, stream, group, None)
+        # Each attempt's own timeouts are shortened to the deadline (clip_timeouts); this bounds the
+        # rest too (backoff sleeps, plugin hooks in a stream's first chunks, a pool wait).
+        try:
+            async with asyncio.timeout(max(deadline - self.clock.now(), 0.0)):
+                return await self._run(ctx, plan, send, stream, group, deadline)
+        except TimeoutError:
+            raise UpstreamFailure(504, "the request's deadline passed before an upstream answered",
+                                  reason="deadline", retryable=False, fallback=False,
+                                  code="deadline_exceeded") from None
+
+    async def _run(self, ctx: RequestContext, plan: RoutePlan, send: Send, stream: bool, group: ModelGroup | None,
+                   deadline: float | None) -> Any:
+        router, clock = self.router, self.clock
+        retries = group.retries if group is not None else None
         primaries = [s for s in plan.steps if s.via == "primary"]
         fallbacks = [s for s in plan.steps if s.via != "primary"]
         allowed = 1 + (retries.attempts if retries is not None and retries.attempts is not None
@@ -137,8 +151,11 @@ class Dispatcher:
                     cycle.append(step)
         # 3. The fallbacks whose triggers match what went wrong.
         if failure is None and skipped_open:
+            # Skipped for an open breaker: the fallbacks see it as the failures that opened it.
+            breaker = router.state[skipped_open[0]].breaker
             failure = UpstreamFailure(503, f"every deployment of {plan.group or plan.model!r} is unavailable "
-                                           f"(circuit open: {', '.join(skipped_open)})", reason="server_error",
+                                           f"(circuit open: {', '.join(skipped_open)})",
+                                      reason=breaker.reason if breaker is not None else "server_error",
                                       retryable=True, fallback=True, sent=False, code="circuit_open")
         trigger = trigger_of(failure) if failure is not None else _skip_trigger(plan)
         for step in fallbacks:
@@ -213,7 +230,7 @@ class Dispatcher:
             attempt.total_s = time.perf_counter() - attempt.started
             if state is not None:
                 state.observe(clock.now(), ok=False, counts_against=f.reason in _AGAINST_DEPLOYMENT, streamed=stream,
-                              seconds=None, tokens=0)
+                              seconds=None, tokens=0, reason=f.reason)
             raise
         except GatewayError:
             if not attempt.sent:

@@ -56,6 +56,7 @@ class Router:
                 self.state[d.name] = states.get(d, group.breaker, group.retries.budget)
                 self.windows[d.name] = d.context_window or context_window(d.model)
         states.keep_only(set(self.state.values()))
+        self.shadowed = frozenset(name for name, g in self.groups.items() if g.shadow is not None)
         self._scorers: dict[str, Callable[[dict[str, Any]], float]] = {}
         for group in self.groups.values():
             if group.complexity is not None:
@@ -180,9 +181,10 @@ class Router:
         """The group's routing in words, for `llmgw check-config`."""
         g = self.groups[name]
         lines = []
-        ds = ", ".join(f"{d.name} ({d.upstream}/{d.model}{f', weight {d.weight:g}' if g.strategy == 'weighted' else ''})"
-                       for d in g.deployments)
-        lines.append(f"model {name}: {g.strategy} over {ds}" if len(g.deployments) > 1 else f"model {name}: {ds}")
+        ds = ", ".join(f"{d.name} (upstream {d.upstream}, model {d.model}"
+                       f"{f', weight {d.weight:g}' if g.strategy == 'weighted' else ''})" for d in g.deployments)
+        lines.append(f"model {name}: {g.strategy.replace('_', ' ')} choice among {ds}" if len(g.deployments) > 1
+                     else f"model {name}: deployment {ds}")
         for i, r in enumerate(g.rules):
             lines.append(f"  rule {i + 1}: requests with {_describe(r)} go to {r.use}")
         if g.complexity is not None:
@@ -195,7 +197,8 @@ class Router:
                          f"(backoff from {retries.backoff:g}s, at most {retries.budget:.0%} extra load per deployment)")
         prev = " / ".join(d.name for d in g.deployments)
         for fb in g.fallbacks:
-            lines.append(f"  if {prev} fails with {', '.join(sorted(fb.on))}: then {fb.to}")
+            why = ", ".join(_WORDS.get(t, t) for t in sorted(fb.on, key=list(_WORDS).index))
+            lines.append(f"  on {why} from {prev}: falls back to {fb.to}")
             prev = fb.to
         if g.breaker is not None:
             b = g.breaker
@@ -208,6 +211,11 @@ class Router:
         if g.timeout is not None:
             lines.append(f"  deadline: {g.timeout:g}s (a client may ask for less with x-llmgw-timeout)")
         return lines
+
+
+_WORDS = {"rate_limited": "a 429 (rate limit)", "server_error": "a 5xx", "connection": "a connection error",
+          "timeout": "a timeout", "context_window": "a context-window error", "content_policy": "a content-policy refusal",
+          "auth": "a rejected upstream key", "budget_exhausted": "an exhausted budget"}
 
 
 class _LazyTokens:

@@ -27,7 +27,7 @@ class CircuitBreaker:
     one probe request goes through (others skip the deployment); its success closes the breaker,
     its failure opens it again."""
 
-    __slots__ = ("policy", "state", "consecutive", "opened_at", "probing", "_events")
+    __slots__ = ("policy", "state", "consecutive", "opened_at", "probing", "reason", "_events")
 
     def __init__(self, policy: Breaker) -> None:
         self.policy = policy
@@ -35,6 +35,7 @@ class CircuitBreaker:
         self.consecutive = 0
         self.opened_at = 0.0
         self.probing = False
+        self.reason = "server_error"  # what the failures that opened it were (UpstreamFailure.reason)
         self._events: deque[tuple[float, bool]] = deque()  # (when, failed) within the window
 
     def allows(self, now: float) -> bool:
@@ -49,8 +50,10 @@ class CircuitBreaker:
             return True
         return False
 
-    def record(self, now: float, failed: bool) -> None:
+    def record(self, now: float, failed: bool, reason: str | None = None) -> None:
         p = self.policy
+        if failed and reason:
+            self.reason = reason
         if self.state == "half_open":
             self.probing = False
             if failed:
@@ -140,7 +143,7 @@ class DeploymentState:
         self.failures = 0
 
     def observe(self, now: float, *, ok: bool, counts_against: bool, streamed: bool, seconds: float | None,
-                tokens: int) -> None:
+                tokens: int, reason: str | None = None) -> None:
         """An attempt ended. `counts_against`: a failure that says something about the deployment
         (not the request's own fault, a too-long prompt, or a content refusal)."""
         self.requests.add(now, 1)
@@ -156,7 +159,7 @@ class DeploymentState:
         elif counts_against:
             self.failures += 1
         if self.breaker is not None and (ok or counts_against):
-            self.breaker.record(now, failed=not ok)
+            self.breaker.record(now, failed=not ok, reason=reason)
 
     def headroom(self, now: float) -> float:
         """1 minus the larger share of this deployment's RPM or TPM used in the last minute (1.0
