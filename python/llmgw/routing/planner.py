@@ -57,6 +57,11 @@ class Router:
                 self.windows[d.name] = d.context_window or context_window(d.model)
         states.keep_only(set(self.state.values()))
         self.shadowed = frozenset(name for name, g in self.groups.items() if g.shadow is not None)
+        # Groups whose requests need no routing decision at all: one deployment, no policy.
+        self.simple = frozenset(
+            name for name, g in self.groups.items()
+            if len(g.deployments) == 1 and not (g.fallbacks or g.rules or g.complexity or g.breaker or g.hedge
+                                                or g.timeout or g.retries.attempts))
         self._scorers: dict[str, Callable[[dict[str, Any]], float]] = {}
         for group in self.groups.values():
             if group.complexity is not None:
