@@ -169,18 +169,33 @@ class RouteStep:
     on: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
 class RoutePlan:
     """Where a request will go, in order: the group's deployments (strategy order), then its
     fallbacks. `reason` says why (a rule, a complexity score, the caller's header, the strategy);
     `skipped` lists deployments left out without a call, and why (breaker open, context window
-    too small)."""
+    too small). Plans are built once per distinct route and shared by requests (treat them as
+    read-only); `primaries` and `fallbacks` split `steps` once, for the dispatcher."""
 
-    model: str  # the public model name the client asked for
-    steps: tuple[RouteStep, ...]
-    group: str = ""  # the model group that serves it (differs from `model` after a rule or router)
-    reason: str = ""
-    skipped: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("model", "steps", "group", "reason", "skipped", "primaries", "fallbacks", "served_headers")
+
+    def __init__(self, model: str, steps: tuple[RouteStep, ...], group: str = "", reason: str = "",
+                 skipped: tuple[tuple[str, str], ...] = ()) -> None:
+        self.model = model
+        self.steps = steps
+        self.group = group
+        self.reason = reason
+        self.skipped = skipped
+        self.primaries = tuple(s for s in steps if s.via == "primary")
+        self.fallbacks = tuple(s for s in steps if s.via != "primary")
+        # The x-llmgw-* headers when the first step answers at once (most requests), built once.
+        first = steps[0] if steps else None
+        self.served_headers: list[tuple[str, str]] = [
+            ("x-llmgw-attempts", "1"), ("x-llmgw-deployment", first.deployment or first.target)] if first else []
+        if first and reason:
+            self.served_headers.append(("x-llmgw-route-reason", reason))
+
+    def __repr__(self) -> str:
+        return f"RoutePlan({self.model!r} -> {self.group!r}: {[s.deployment for s in self.steps]}, {self.reason!r})"
 
 
 @dataclass(slots=True)

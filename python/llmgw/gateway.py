@@ -70,7 +70,7 @@ class Gateway:
             self.targets[name] = Target(name, registry.get(up.provider)(up), pool, up.timeouts)
         plugins, self.fresh = self._plugins(config, previous)
         self.chain = PluginChain(plugins)
-        clock = services.clock
+        clock = self.clock = services.clock
         self.router = Router(config, services.keep("routing.states", lambda: DeploymentStates(clock)), clock)
         self.dispatcher = Dispatcher(self.router, clock)
         self.shadow = services.keep("routing.shadow", ShadowTraffic)

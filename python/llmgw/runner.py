@@ -258,30 +258,35 @@ class RequestRunner:
     async def _dispatch(self, req: ChatRequest, send: Any) -> Any:
         """Carry the plan out (llmgw.routing.dispatch): the answer, a prepared stream, or the
         error to answer with."""
-        ctx = self.ctx
-        if ctx.plan is None:
+        ctx, gw = self.ctx, self.gw
+        plan = ctx.plan
+        if plan is None:
             return _not_found(req.model)
-        if ctx.plan.group in self.gw.router.shadowed:
-            self.gw.shadow.maybe_copy(ctx, req, self.gw.router, self.gw.targets, self.gw.scrub)
+        router = gw.router
+        if plan.group in router.shadowed:
+            gw.shadow.maybe_copy(ctx, req, router, gw.targets, gw.scrub)
         try:
-            return await self.gw.dispatcher.run(ctx, ctx.plan, send, stream=req.stream)
+            if plan.group in router.simple and "client_timeout" not in ctx.metadata:
+                return await gw.dispatcher.direct(ctx, plan.steps[0], send)
+            return await gw.dispatcher.run(ctx, plan, send, stream=req.stream)
         except GatewayError as err:  # UpstreamFailure included: every attempt failed
             return err
         finally:
             ctx.response_headers.extend(route_headers(ctx))
 
     async def _chat(self, req: ChatRequest, body_changed: bool) -> ChatResponse | GatewayError | None:
-        clock, scrub = self.gw.services.clock, self.gw.scrub
+        gw = self.gw
 
         async def send(step: RouteStep, attempt: Attempt, deadline: float | None) -> ChatResponse | _Prepared:
-            target = self.gw.targets[step.target]
+            target = gw.targets[step.target]
             raw = req.raw if not body_changed and step.model == req.model else None
             # Translating may refuse the request (a parameter this provider lacks): a GatewayError.
             ureq = target.adapter.chat_request(req.body, step.model, req.stream, raw)
-            timeouts = clip_timeouts(target.timeouts, deadline, clock, req.stream)
+            timeouts = target.timeouts if deadline is None else clip_timeouts(target.timeouts, deadline, gw.clock,
+                                                                              req.stream)
             if req.stream:
                 return await self._open_stream(req, target, ureq, attempt, timeouts)
-            body = await exchange(target, ureq, attempt, self.ctx, scrub, timeouts)
+            body = await exchange(target, ureq, attempt, self.ctx, gw.scrub, timeouts)
             response = self._chat_response(target, body, req)
             attempt.usage = self.ctx.usage
             attempt.total_s = time.perf_counter() - attempt.started
@@ -443,7 +448,7 @@ class RequestRunner:
                 raise GatewayError(400, f"Model '{req.model}' does not support embeddings (its upstream "
                                         f"{step.target!r} uses provider {target.adapter.name!r}, which has none).",
                                    param="model", code="embeddings_not_supported")
-            timeouts = clip_timeouts(target.timeouts, deadline, self.gw.services.clock, False)
+            timeouts = clip_timeouts(target.timeouts, deadline, self.gw.clock, False)
             body = await exchange(target, build(req.body, step.model), attempt, self.ctx, self.gw.scrub, timeouts)
             try:
                 answer = read(body, req.model)

@@ -21,18 +21,16 @@ if TYPE_CHECKING:
 __all__ = ["DeploymentStates", "Dispatcher", "Router", "route_headers", "trigger_of"]
 
 
-_ONE_ATTEMPT = ("x-llmgw-attempts", "1")
-
-
 def route_headers(ctx: RequestContext) -> list[tuple[str, str]]:
     """`x-llmgw-*` headers: the deployment that served, the attempts, fallbacks taken and why,
     and why the request was routed as it was."""
     attempts = ctx.attempts
     if not attempts:
         return []
-    first = attempts[0]
-    if len(attempts) == 1 and first.error is None and ctx.plan is not None and not ctx.plan.reason:
-        return [_ONE_ATTEMPT, ("x-llmgw-deployment", first.deployment or first.target)]  # the common case
+    first, plan = attempts[0], ctx.plan
+    if len(attempts) == 1 and first.error is None and plan is not None and plan.steps \
+            and first.deployment == plan.steps[0].deployment:
+        return plan.served_headers  # the common case: the plan's first step answered
     headers = [("x-llmgw-attempts", str(len(attempts)))]
     served = next((a for a in reversed(attempts) if a.error is None and not a.cancelled and a.status is not None
                    and a.status < 300), None)

@@ -71,6 +71,22 @@ class Router:
             for name, g in self.groups.items()
             if len(g.deployments) == 1 and not g.rules and g.complexity is None and not g.fallbacks
         }
+        # Weighted groups: the order for each first pick (the rest by weight), built once.
+        self._by_weight: dict[str, tuple[float, list[tuple[float, tuple[Deployment, ...]]]]] = {}
+        for name, g in self.groups.items():
+            if g.strategy == "weighted" and len(g.deployments) > 1:
+                rest = sorted(g.deployments, key=lambda d: -d.weight)
+                acc, table = 0.0, []
+                for d in g.deployments:
+                    acc += d.weight
+                    table.append((acc, (d, *[x for x in rest if x is not d])))
+                self._by_weight[name] = (acc, table)
+        # Plans for each (model asked, group, order) seen, shared by requests: building them is
+        # most of the cost of planning (callgrind), and there are few distinct ones.
+        self._plans: dict[tuple[str, str, str | tuple[str, ...]], RoutePlan] = {}
+        self._smallest_window = {name: min((w for w in (self.windows.get(s.deployment)
+                                                          for s in self._steps(g, list(g.deployments))) if w),
+                                           default=None) for name, g in self.groups.items()}
 
     def names(self) -> list[str]:
         return list(self.groups)
@@ -104,16 +120,32 @@ class Router:
             reasons.append(f"complexity {score:.2f} {'<' if score < c.threshold else '>='} {c.threshold:g}: {chosen}")
             group = self.groups.get(chosen, group)
         primaries = self._order(group, req)
-        tags = [t.strip() for t in headers.get("x-llmgw-tags", "").split(",") if t.strip()]
+        tags = headers.get("x-llmgw-tags")
         if tags:
-            tagged = [d for d in primaries if all(t in d.tags for t in tags)]
+            wanted_tags = [t.strip() for t in tags.split(",") if t.strip()]
+            tagged = tuple(d for d in primaries if all(t in d.tags for t in wanted_tags))
             if tagged:
                 primaries = tagged
-                reasons.append(f"tags {','.join(tags)}")
+                reasons.append(f"tags {','.join(wanted_tags)}")
+        skipped: list[tuple[str, str]] = []
+        if not reasons and not ctx.budget_exhausted:
+            # Keyed by names, not Deployment objects: hashing a frozen dataclass hashes every field.
+            key = (req.model, group.name, primaries[0].name if len(primaries) == len(group.deployments)
+                   and group.strategy == "weighted" else tuple(d.name for d in primaries))
+            plan = self._plans.get(key)
+            if plan is None:
+                if len(self._plans) >= 4096:
+                    self._plans.clear()
+                reason = f"{group.strategy}: {primaries[0].name}" if group.strategy != "ordered" and primaries else ""
+                plan = self._plans[key] = RoutePlan(req.model, self._steps(group, list(primaries)), group.name, reason)
+            smallest = self._smallest_window[group.name]
+            if smallest is None or (req.raw is not None and len(req.raw) < smallest):
+                return plan  # the common case: a plan built before, no prompt to count
+            steps = self._fits(plan.steps, req, tokens, skipped)
+            return plan if not skipped else RoutePlan(req.model, tuple(steps), group.name, plan.reason, tuple(skipped))
         if group.strategy != "ordered" and len(primaries) > 1:
             reasons.append(f"{group.strategy}: {primaries[0].name}")
-        steps = self._steps(group, primaries)
-        skipped: list[tuple[str, str]] = []
+        steps = self._steps(group, list(primaries))
         if ctx.budget_exhausted:
             first = next((i for i, s in enumerate(steps) if "budget_exhausted" in s.on), None)
             if first is not None:
@@ -123,31 +155,28 @@ class Router:
         steps = self._fits(steps, req, tokens, skipped)
         return RoutePlan(req.model, tuple(steps), group=group.name, reason="; ".join(reasons), skipped=tuple(skipped))
 
-    def _order(self, group: ModelGroup, req: ChatRequest) -> list[Deployment]:
-        ds = list(group.deployments)
+    def _order(self, group: ModelGroup, req: ChatRequest) -> tuple[Deployment, ...]:
+        ds = group.deployments
         strategy = group.strategy
         if strategy == "ordered" or len(ds) < 2:
             return ds
-        state = self.state
         if strategy == "weighted":
-            total = sum(d.weight for d in ds)
-            pick, acc = random.random() * total, 0.0
-            first = ds[-1]
-            for d in ds:
-                acc += d.weight
+            total, table = self._by_weight[group.name]
+            pick = random.random() * total
+            for acc, order in table:
                 if pick < acc:
-                    first = d
-                    break
-            return [first] + sorted((d for d in ds if d is not first), key=lambda d: -d.weight)
+                    return order
+            return table[-1][1]
+        state = self.state
         if strategy == "least_inflight":
-            return sorted(ds, key=lambda d: state[d.name].inflight)
+            return tuple(sorted(ds, key=lambda d: state[d.name].inflight))
         if strategy == "lowest_latency":
             stream = req.stream
-            return sorted(ds, key=lambda d: (state[d.name].ttft if stream else state[d.name].latency) or 0.0)
+            return tuple(sorted(ds, key=lambda d: (state[d.name].ttft if stream else state[d.name].latency) or 0.0))
         if strategy == "lowest_cost":
-            return sorted(ds, key=lambda d: d.price.input + d.price.output if d.price is not None else float("inf"))
+            return tuple(sorted(ds, key=lambda d: d.price.input + d.price.output if d.price is not None else 1e18))
         now = self.clock.now()  # headroom
-        return sorted(ds, key=lambda d: -state[d.name].headroom(now))
+        return tuple(sorted(ds, key=lambda d: -state[d.name].headroom(now)))
 
     def _steps(self, group: ModelGroup, primaries: list[Deployment]) -> tuple[RouteStep, ...]:
         steps = [RouteStep(d.upstream, d.model, d.name, group.name, "primary", IN_GROUP) for d in primaries]

@@ -64,13 +64,22 @@ class CircuitBreaker:
             return
         events = self._events
         events.append((now, failed))
-        while events and events[0][0] < now - p.window:
-            events.popleft()
-        self.consecutive = self.consecutive + 1 if failed else 0
-        if self.state == "closed" and failed:
+        if not failed:
+            self.consecutive = 0
+            if len(events) > 4096:  # successes only need pruning now and then (the ratio is read on failure)
+                self._prune(now)
+            return
+        self.consecutive += 1
+        if self.state == "closed":
+            self._prune(now)
             fails = sum(1 for _, f in events if f)
             if self.consecutive >= p.failures or (len(events) >= p.min_requests and fails / len(events) >= p.error_ratio):
                 self._open(now)
+
+    def _prune(self, now: float) -> None:
+        events, horizon = self._events, now - self.policy.window
+        while events and events[0][0] < horizon:
+            events.popleft()
 
     def _open(self, now: float) -> None:
         self.state, self.opened_at, self.probing = "open", now, False
@@ -110,7 +119,8 @@ class _Rate:
         self.previous = 0.0
 
     def add(self, now: float, amount: float) -> None:
-        self._roll(now)
+        if now // 60 != self.minute:
+            self._roll(now)
         self.current += amount
 
     def per_minute(self, now: float) -> float:
@@ -128,10 +138,12 @@ class _Rate:
 
 class DeploymentState:
     __slots__ = ("deployment", "inflight", "ttft", "latency", "requests", "tokens", "breaker", "budget", "successes",
-                 "failures")
+                 "failures", "rates")
 
     def __init__(self, deployment: Deployment, breaker: Breaker | None, budget_ratio: float) -> None:
         self.deployment = deployment
+        # Request and token rates feed the headroom strategy, measured against RPM/TPM limits.
+        self.rates = bool(deployment.rpm or deployment.tpm)
         self.inflight = 0
         self.ttft: float | None = None  # EWMA seconds, streams
         self.latency: float | None = None  # EWMA seconds, whole answers
@@ -142,13 +154,14 @@ class DeploymentState:
         self.successes = 0
         self.failures = 0
 
-    def observe(self, now: float, *, ok: bool, counts_against: bool, streamed: bool, seconds: float | None,
+    def observe(self, now: float, ok: bool, counts_against: bool, streamed: bool, seconds: float | None,
                 tokens: int, reason: str | None = None) -> None:
         """An attempt ended. `counts_against`: a failure that says something about the deployment
         (not the request's own fault, a too-long prompt, or a content refusal)."""
-        self.requests.add(now, 1)
-        if tokens:
-            self.tokens.add(now, tokens)
+        if self.rates:
+            self.requests.add(now, 1)
+            if tokens:
+                self.tokens.add(now, tokens)
         if ok:
             self.successes += 1
             if seconds is not None:
@@ -175,7 +188,8 @@ class DeploymentState:
     def snapshot(self, now: float) -> dict[str, object]:
         b = self.breaker
         return {"inflight": self.inflight, "ttft_s": self.ttft, "latency_s": self.latency,
-                "requests_per_minute": round(self.requests.per_minute(now), 2), "successes": self.successes,
+                "requests_per_minute": round(self.requests.per_minute(now), 2) if self.rates else None,
+                "successes": self.successes,
                 "failures": self.failures, "breaker": b.state if b is not None else "off",
                 "retry_tokens": round(self.budget.tokens, 2)}
 
