@@ -85,7 +85,16 @@ class Dispatcher:
     async def run(self, ctx: RequestContext, plan: RoutePlan, send: Send, *, stream: bool) -> Any:
         group = self.router.groups.get(plan.group)
         if (group is None or group.timeout is None) and "client_timeout" not in ctx.metadata:
-            return await self._run(ctx, plan, send, stream, group, None)
+            # The usual case, with nothing set up: the first deployment, healthy, answers.
+            step = plan.primaries[0] if plan.primaries and (group is None or group.hedge is None) else None
+            state = self.router.state.get(step.deployment) if step is not None else None
+            if step is None or (state is not None and state.breaker is not None and state.breaker.state != "closed"):
+                return await self._run(ctx, plan, send, stream, group, None)
+            tries: dict[str, int] = {}
+            try:
+                return await self._one(ctx, step, send, stream, None, tries)
+            except UpstreamFailure as f:
+                return await self._run(ctx, plan, send, stream, group, None, (f, tries))
         deadline = self.deadline(ctx, group)
         if deadline is None:
             return await self._run(ctx, plan, send, stream, group, None)
@@ -100,31 +109,20 @@ class Dispatcher:
                                   code="deadline_exceeded") from None
 
     async def _run(self, ctx: RequestContext, plan: RoutePlan, send: Send, stream: bool, group: ModelGroup | None,
-                   deadline: float | None) -> Any:
+                   deadline: float | None, first: tuple[UpstreamFailure, dict[str, int]] | None = None) -> Any:
+        """The whole policy; `first`: the first deployment was already tried and failed so."""
         router, clock = self.router, self.clock
         retries = group.retries if group is not None else None
         primaries, fallbacks = plan.primaries, plan.fallbacks
         # Attempts this request may make in its group (ctx.attempts counts them; it starts empty).
         allowed = 1 + (retries.attempts if retries is not None and retries.attempts is not None
                        else max(len(primaries) - 1, 0))
-        tries: dict[str, int] = {}
-        failure: UpstreamFailure | None = None
+        failure, tries = first if first is not None else (None, {})
         skipped_open: list[str] = []
         hedge = group.hedge if group is not None else None
-        queue = list(primaries)
-
-        # 0. The usual case, with nothing to set up: the first deployment, healthy, answers.
-        if queue and hedge is None:
-            step = queue[0]
-            state = router.state.get(step.deployment)
-            if state is None or state.breaker is None or state.breaker.state == "closed":
-                queue.pop(0)
-                try:
-                    return await self._one(ctx, step, send, stream, deadline, tries)
-                except UpstreamFailure as f:
-                    failure = f
-                    if trigger_of(f) not in IN_GROUP or _past(clock, deadline):
-                        queue.clear()
+        queue = list(primaries[1:] if first is not None else primaries)
+        if failure is not None and trigger_of(failure) not in IN_GROUP:
+            queue.clear()
 
         # 1. The group's (other) deployments, in plan order (raced when hedging).
         while queue and len(ctx.attempts) < allowed:

@@ -8,7 +8,6 @@ every deployment whose definition did not change (the key is the deployment as c
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,9 +24,14 @@ class CircuitBreaker:
     """closed → open after `failures` consecutive failures, or an error ratio over `window`
     seconds (with at least `min_requests` in it); open for `cooldown` seconds, then half-open:
     one probe request goes through (others skip the deployment); its success closes the breaker,
-    its failure opens it again."""
+    its failure opens it again.
 
-    __slots__ = ("policy", "state", "consecutive", "opened_at", "probing", "reason", "_events")
+    The window is `_BUCKETS` counters of window/_BUCKETS seconds each, not a list of events:
+    memory and time per request stay fixed at any request rate (a per-event list held 450,000
+    entries at 15,000 requests/s over a 30 s window)."""
+
+    __slots__ = ("policy", "state", "consecutive", "opened_at", "probing", "reason", "_width", "_epoch", "_total",
+                 "_failed")
 
     def __init__(self, policy: Breaker) -> None:
         self.policy = policy
@@ -36,7 +40,10 @@ class CircuitBreaker:
         self.opened_at = 0.0
         self.probing = False
         self.reason = "server_error"  # what the failures that opened it were (UpstreamFailure.reason)
-        self._events: deque[tuple[float, bool]] = deque()  # (when, failed) within the window
+        self._width = policy.window / _BUCKETS
+        self._epoch = 0  # the bucket number `now` falls in, at the last record
+        self._total = [0] * _BUCKETS
+        self._failed = [0] * _BUCKETS
 
     def allows(self, now: float) -> bool:
         """May a request go to this deployment now? (Takes the half-open probe slot if so.)"""
@@ -52,38 +59,47 @@ class CircuitBreaker:
 
     def record(self, now: float, failed: bool, reason: str | None = None) -> None:
         p = self.policy
-        if failed and reason:
-            self.reason = reason
         if self.state == "half_open":
             self.probing = False
             if failed:
-                self._open(now)
+                self._open(now, reason)
             else:
                 self.state, self.consecutive = "closed", 0
-                self._events.clear()
+                self._reset()
             return
-        events = self._events
-        events.append((now, failed))
+        epoch = int(now / self._width)
+        if epoch != self._epoch:
+            self._advance(epoch)
+        i = epoch % _BUCKETS
+        self._total[i] += 1
         if not failed:
             self.consecutive = 0
-            if len(events) > 4096:  # successes only need pruning now and then (the ratio is read on failure)
-                self._prune(now)
             return
+        self._failed[i] += 1
         self.consecutive += 1
         if self.state == "closed":
-            self._prune(now)
-            fails = sum(1 for _, f in events if f)
-            if self.consecutive >= p.failures or (len(events) >= p.min_requests and fails / len(events) >= p.error_ratio):
-                self._open(now)
+            total, fails = sum(self._total), sum(self._failed)
+            if self.consecutive >= p.failures or (total >= p.min_requests and fails / total >= p.error_ratio):
+                self._open(now, reason)
 
-    def _prune(self, now: float) -> None:
-        events, horizon = self._events, now - self.policy.window
-        while events and events[0][0] < horizon:
-            events.popleft()
+    def _advance(self, epoch: float) -> None:
+        """Zero the buckets that fell out of the window since the last record."""
+        for e in range(max(self._epoch + 1, epoch - _BUCKETS + 1), epoch + 1):
+            self._total[e % _BUCKETS] = self._failed[e % _BUCKETS] = 0
+        self._epoch = epoch
 
-    def _open(self, now: float) -> None:
+    def _reset(self) -> None:
+        self._total = [0] * _BUCKETS
+        self._failed = [0] * _BUCKETS
+
+    def _open(self, now: float, reason: str | None) -> None:
         self.state, self.opened_at, self.probing = "open", now, False
-        self._events.clear()
+        if reason:
+            self.reason = reason
+        self._reset()
+
+
+_BUCKETS = 10
 
 
 class RetryBudget:
