@@ -248,6 +248,7 @@ RULES = TWO + """
     rules:
       - {when: {headers: {x-tier: gold}}, use: gold}
       - {when: {tools: true}, use: tooly}
+      - {when: {metadata: {tier: gold}}, use: gold}
   gold: {upstream: b, model: m-gold}
   tooly: {upstream: c, model: m-tools}
   auto:
@@ -264,7 +265,8 @@ async def test_rules_send_matching_requests_to_other_groups():
     gold = await answer(gw, chat("front"), headers={"x-tier": "gold"})
     tools = await answer(gw, chat("front", tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]))
     plain = await answer(gw, chat("front"))
-    assert [h.json()["choices"][0]["message"]["content"] for h in (gold, tools, plain)] == ["b", "c", "a"]
+    meta = await answer(gw, chat("front", metadata={"tier": "gold"}))
+    assert [h.json()["choices"][0]["message"]["content"] for h in (gold, tools, plain, meta)] == ["b", "c", "a", "b"]
     assert gold.response_headers["x-llmgw-route-reason"] == "rule 1 of front: gold"
 
 

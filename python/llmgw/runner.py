@@ -226,11 +226,13 @@ class RequestRunner:
         body_changed = False
         result: ChatResponse | GatewayError | None = _refused(ctx, req) or _client_timeout(ctx, req)
         if result is None and chain.has_pre:
+            plan = ctx.plan
             req, result, body_changed = await chain.run_pre(ctx, req, self.ran)
             self.req = req
-            if req.model != ctx.model:
+            if req.model != ctx.model:  # a plugin routed the request elsewhere: plan it again
                 ctx.model = req.model
                 ctx.plan = router.plan(ctx, req)
+            if ctx.plan is not plan:  # (or set ctx.plan itself)
                 result = result or _refused(ctx, req)
         else:
             self.ran = chain.plugins  # no pre hook can short-circuit: every plugin's stage is reached

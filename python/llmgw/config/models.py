@@ -25,6 +25,7 @@ The full one lists deployments and the policies of the group:
         timeout: 120             # overall deadline (s); a client may ask for less with x-llmgw-timeout
         rules:                   # first match sends the request to another group
           - {when: {tools: true, min_prompt_tokens: 4000}, use: big}
+          - {when: {metadata: {tier: free}}, use: small}   # the request's own `metadata`
         complexity: {easy: small, hard: big, threshold: 0.5}   # score the prompt, pick a group
 
 What each setting does at run time is in `llmgw/routing/`.
@@ -123,6 +124,7 @@ class Shadow:
 class Rule:
     use: str  # the model group the matching requests go to
     headers: tuple[tuple[str, str], ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()  # the request body's `metadata` entries
     key: str | None = None
     team: str | None = None
     user: str | None = None
@@ -275,12 +277,14 @@ def _rules(doc: Doc, data: Any, path: str) -> tuple[Rule, ...]:
         take(doc, item, sub, {"when": "", "use": ""})
         when = _mapping(doc, item.get("when"), f"{sub}.when", "Write when: {tools: true, ...}") or {}
         wpath = f"{sub}.when"
-        take(doc, when, wpath, {k: "" for k in ("headers", "key", "team", "user", "min_prompt_tokens",
+        take(doc, when, wpath, {k: "" for k in ("headers", "metadata", "key", "team", "user", "min_prompt_tokens",
                                                 "max_prompt_tokens", "tools", "images", "stream")})
         headers = get(doc, when, wpath, "headers", dict, {})
+        metadata = get(doc, when, wpath, "metadata", dict, {})
         out.append(Rule(
             use=get(doc, item, sub, "use", str, ""),
             headers=tuple((str(k).lower(), str(v)) for k, v in headers.items()),
+            metadata=tuple((str(k), str(v)) for k, v in metadata.items()),
             key=get(doc, when, wpath, "key", str, None),
             team=get(doc, when, wpath, "team", str, None),
             user=get(doc, when, wpath, "user", str, None),

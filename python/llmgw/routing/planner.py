@@ -283,6 +283,10 @@ def _has_images(body: dict[str, Any]) -> bool:
 def _matches(rule: Rule, ctx: RequestContext, req: ChatRequest, tokens: _LazyTokens) -> bool:
     if any(req.headers.get(k) != v for k, v in rule.headers):
         return False
+    if rule.metadata:
+        meta = req.body.get("metadata")
+        if not isinstance(meta, dict) or any(str(meta.get(k)) != v for k, v in rule.metadata):
+            return False
     if rule.key is not None and ctx.key_name != rule.key:
         return False
     if rule.team is not None and ctx.team != rule.team:
@@ -301,7 +305,7 @@ def _matches(rule: Rule, ctx: RequestContext, req: ChatRequest, tokens: _LazyTok
 
 
 def _describe(rule: Rule) -> str:
-    parts = [f"header {k}: {v}" for k, v in rule.headers]
+    parts = [f"header {k}: {v}" for k, v in rule.headers] + [f"metadata {k}: {v}" for k, v in rule.metadata]
     parts += [f"{k} {v}" for k, v in (("key", rule.key), ("team", rule.team), ("user", rule.user)) if v is not None]
     if rule.min_prompt_tokens is not None:
         parts.append(f"at least {rule.min_prompt_tokens} prompt tokens")
