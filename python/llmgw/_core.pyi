@@ -366,3 +366,104 @@ def json_depth(data: bytes, limit: int) -> int:
     from its bytes without parsing: strings are skipped, only brackets outside them count. Stops
     once past `limit` and returns `limit + 1` then, so a hostile body costs the limit, not its size.
     Used by the parse step: orjson reads 1,024 levels but writes only 254."""
+
+
+# --- shm (rust/src/shm/) ---------------------------------------------------------------------
+
+class SharedCounters:
+    """Rate limits, budgets and counters shared by every process on the machine that maps the
+    same file: with `llmgw serve --workers N`, one limit per key for the whole gateway, not N.
+
+    The table is a file of fixed-size slots; the default 262,144 slots are a 16 MiB file,
+    allocated when created. Put it on tmpfs (/dev/shm): on a disk filesystem the first write to
+    each page costs ~1-2 ms (measured) and the kernel keeps writing pages back. Every operation is a few atomic
+    compare-and-swaps on the mapped memory: no locks, no syscalls except reading the clock when
+    `now` is omitted, so a worker killed mid-call cannot block the others. Each key takes one
+    slot for good (slots are never freed): keys are meant to be few, per API key, user, team,
+    model and budget period. A new key that finds no free slot (the table is ~92% full or more)
+    raises OverflowError naming the file and its capacity. The same string used as a rate-limit
+    key, a budget key and a counter key is three independent slots.
+
+    Time: `now` arguments are seconds on CLOCK_MONOTONIC, the clock of `time.monotonic()`,
+    shared by every process; omitted, it is read in Rust. Tests pass `now` as a fake clock,
+    within ±4e9 s. Create the table once (the supervisor, `create=True`) before the workers
+    open it (`create=False`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], slots: int = 262144, create: bool = False) -> None:
+        """Map the table at `path`.
+
+        `create=True`: make a new empty table of `slots` slots (rounded up to a power of two;
+        1..2**26), replacing any file at `path`. The new table is written beside it and renamed
+        over it, so an opener never sees half a header; a process that still maps the replaced
+        file keeps working on that old copy, unseen by anyone else. `create=False`: open the
+        existing table (`slots` is ignored; the file says its size). Raises FileNotFoundError
+        (or another OSError) if the file cannot be opened, ValueError if it is not a table of
+        this format version or `slots` is out of range.
+        """
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def capacity(self) -> int:
+        """Slots in the table."""
+    def __len__(self) -> int:
+        """Slots in use (claimed by any process)."""
+
+    def acquire(self, checks: list[tuple[str, float, float, float]] | tuple[tuple[str, float, float, float], ...], now: float | None = None) -> float:
+        """Charge every bucket in `checks`, or none of them: `RateLimiter.acquire` across processes.
+
+        Each check is `(key, rate_per_second, burst, cost)`; at most 16; a key repeated in one
+        call is one bucket charged with the sum. Returns 0.0 when admitted, else the seconds
+        until this same call would be admitted (waiting exactly that long is enough), or
+        `math.inf` if a cost exceeds its burst. Same ValueError/TypeError checks as RateLimiter.
+
+        All-or-nothing up to a refund race: the buckets are read first, and a denial there
+        writes nothing. Otherwise they are charged one by one, each by a CAS that re-checks it;
+        if one denies by then (another process got there first), those already charged are
+        refunded and the call retries. Nothing is ever admitted over a limit, but a process may
+        be refused by a bucket that another call charged only for that instant.
+
+        Time is counted in whole nanoseconds: each charge is rounded down to a nanosecond (at
+        most `rate * 1e-9` cells forgiven per charge) and the burst up, so equal costs that sum
+        to the burst always fit a full bucket.
+        """
+
+    def refund(self, key: str, rate_per_second: float, burst: float, amount: float, now: float | None = None) -> float:
+        """Give back up to `amount` cells, never past a full bucket; returns the cells actually
+        given back (0.0 for an unknown or full bucket)."""
+
+    def charge(self, key: str, rate_per_second: float, burst: float, amount: float, now: float | None = None) -> None:
+        """Charge `amount` cells unconditionally: the bucket may go into debt past its burst."""
+
+    def remaining(self, key: str, rate_per_second: float, burst: float, now: float | None = None) -> float:
+        """Cells available now: `burst` for an unknown or full bucket, 0.0 while in debt."""
+
+    def reset_after(self, key: str, rate_per_second: float, burst: float, now: float | None = None) -> float:
+        """Seconds until the bucket is full again; 0.0 if it is (or the key is unknown)."""
+
+    def reserve(self, key: str, amount: int, limit: int) -> bool:
+        """Atomically: if committed + amount <= limit, add `amount` to committed and return
+        True; else change nothing and return False. Amounts are integers (the gateway uses
+        micro-dollars) and must be >= 0 (ValueError otherwise)."""
+
+    def settle(self, key: str, reserved: int, actual: int) -> None:
+        """Turn a reservation into the actual cost: committed += actual - reserved (which may
+        pass the limit by the overshoot: the money is spent), spent += actual."""
+
+    def release(self, key: str, reserved: int) -> None:
+        """Drop an unused reservation: committed -= reserved."""
+
+    def seed(self, key: str, spent: int) -> bool:
+        """Set committed = spent = `spent` if no process has used the key yet (start-up: load
+        from the ledger). Returns True if it seeded; of racing seeders exactly one does. Seed
+        before serving: a reserve racing the seed of its key may see the unseeded 0."""
+
+    def budget(self, key: str) -> tuple[int, int]:
+        """(committed, spent); (0, 0) for an unknown key. Two reads, not one snapshot."""
+
+    def add(self, key: str, delta: int) -> int:
+        """Add `delta` to a counter (wrapping at the int64 bounds); returns the new value."""
+
+    def get(self, key: str) -> int:
+        """A counter's value; 0 for an unknown key."""

@@ -8,6 +8,7 @@ pub mod embed;
 pub mod tokens;
 pub mod simcache;
 pub mod jsonshape;
+pub mod shm;
 
 #[cfg(feature = "python")]
 mod python;

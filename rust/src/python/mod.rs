@@ -9,6 +9,7 @@ mod embed;
 mod tokens;
 mod simcache;
 mod jsonshape;
+mod shm;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tokens::register(m)?;
     simcache::register(m)?;
     jsonshape::register(m)?;
+    shm::register(m)?;
     Ok(())
 }
