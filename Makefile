@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python ≥ 3.11 and a Rust toolchain present):
 #   make demo   build, then run the gateway in front of its built-in mock upstream (no API keys)
-#   make test   build, then run every test: Rust unit tests and the pytest suite
+#   make test   build, then run every test: Rust unit tests and the pytest suite (it installs
+#               redis-server and PostgreSQL with apt-get when missing: the tests start their own)
 # Everything installs into .venv from PyPI and crates.io.
 
 VENV    ?= .venv
@@ -25,6 +26,7 @@ demo: build
 	$(VENV)/bin/llmgw demo --port $(PORT)
 
 test: build
+	scripts/system-deps.sh
 	cargo test -q
 	$(PY) -m pytest -q
 

@@ -32,3 +32,23 @@ def start_gateway(tmp_path: Path) -> Iterator:
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server on 127.0.0.1 (tests/servers.py)."""
+    from servers import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL cluster on 127.0.0.1; `.new_database()` gives a fresh DSN."""
+    from servers import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.close()

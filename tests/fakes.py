@@ -256,6 +256,8 @@ def gateway_for(config_text: str = BASE_CONFIG, *, clock: Any = None, services: 
     gw = Gateway(config, services or Services(clock=clock))
     for name, target in gw.targets.items():
         target.pool = pools.get(name) or FakePool(completion())
+    for (_, name), target in gw.team_targets.items():  # a team's own key: the same (fake) pool
+        target.pool = gw.targets[name].pool
     return gw
 
 

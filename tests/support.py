@@ -61,7 +61,8 @@ class GatewayProcess:
         raise RuntimeError(f"gateway did not become healthy in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def reload(self) -> None:

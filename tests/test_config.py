@@ -158,7 +158,8 @@ def test_examples_are_valid(tmp_path: Path):
     root = Path(__file__).resolve().parents[1]
     env = {"LLMGW_BENCH_UPSTREAM": "http://127.0.0.1:1/v1", "OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "x",
            "GEMINI_API_KEY": "x", "LLMGW_ALICE_KEY": "alice-key-0123456789",
-           "LLMGW_PRIMARY_UPSTREAM": "http://127.0.0.1:2/v1", "LLMGW_FALLBACK_UPSTREAM": "http://127.0.0.1:3/v1"}
+           "LLMGW_PRIMARY_UPSTREAM": "http://127.0.0.1:2/v1", "LLMGW_FALLBACK_UPSTREAM": "http://127.0.0.1:3/v1",
+           "LLMGW_MASTER_KEY": "master-key-0123456789abcdef", "LLMGW_DB_PATH": str(tmp_path / "llmgw.db")}
     files = sorted((root / "examples").glob("*.yaml")) + [root / "python/llmgw/examples/demo.yaml"]
     assert files
     for f in files:

@@ -1,4 +1,4 @@
-"""`llmgw` command line: serve, demo, check-config, mock-upstream, bench."""
+"""`llmgw` command line: serve, demo, check-config, keys, spend, mock-upstream, bench."""
 
 from __future__ import annotations
 
@@ -87,7 +87,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 print(f"  {line}")
     for p in cfg.plugins:
         print(f"  plugin {p.target} options={sorted(p.options)}")
-    print(f"  client auth: {len(cfg.auth_keys)} key(s)" if cfg.auth_keys else "  client auth: off (anyone reaching the port may call)")
+    gov = cfg.governance
+    if gov is None:
+        print(f"  client auth: {len(cfg.auth_keys)} key(s)" if cfg.auth_keys
+              else "  client auth: off (anyone reaching the port may call)")
+        return 0
+    from llmgw.governance.pricing import PriceBook
+
+    where = gov.sqlite_path if gov.store == "sqlite" else "PostgreSQL"
+    print(f"  governance: virtual keys and ledger in {gov.store} ({where}), limits and budgets in "
+          f"{'shared memory (this machine)' if gov.counters == 'local' else 'Redis'}; "
+          f"admin API {'on' if gov.master_key else 'off (no master_key)'}; "
+          f"{len(cfg.auth_keys)} key(s) from the config")
+    book = PriceBook(cfg)
+    for d in book.unpriced():
+        print(f"  WARNING: no price is known for deployment {d!r}: its requests will be flagged 'unpriced', not "
+              "costed (give it a price in governance.prices or the deployment's price)")
     return 0
 
 
@@ -116,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate a configuration file and explain it")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
+
+    from llmgw.governance.cli import add_keys_arguments, add_spend_arguments, run_keys, run_spend
+
+    p = sub.add_parser("keys", help="manage virtual API keys through a running gateway's admin API")
+    add_keys_arguments(p)
+    p.set_defaults(func=run_keys)
+    p = sub.add_parser("spend", help="spend report from the ledger (table, CSV or JSON)")
+    add_spend_arguments(p)
+    p.set_defaults(func=run_spend)
 
     for name, module, help_ in (("mock-upstream", "llmgw.mock", "run the fake provider used by tests and benchmarks"),
                                 ("bench", "llmgw.bench", "load-test a gateway URL")):

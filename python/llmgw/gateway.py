@@ -10,6 +10,7 @@ and is never rebuilt.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 import time
@@ -68,6 +69,14 @@ class Gateway:
                 self._new_pools.append(pool)
             self.pools[name] = (up, pool)
             self.targets[name] = Target(name, registry.get(up.provider)(up), pool, up.timeouts)
+        # A team's own provider key (governance.teams): the same pool, an adapter with that key.
+        self.team_targets: dict[tuple[str, str], Target] = {}
+        team_keys = config.governance.team_keys if config.governance is not None else {}
+        for team, per_upstream in team_keys.items():
+            for name, key in per_upstream.items():
+                up, pool = self.pools[name]
+                self.team_targets[(team, name)] = Target(
+                    name, registry.get(up.provider)(dataclasses.replace(up, api_key=key)), pool, up.timeouts)
         plugins, self.fresh = self._plugins(config, previous)
         self.chain = PluginChain(plugins)
         clock = self.clock = services.clock
@@ -77,6 +86,9 @@ class Gateway:
         secrets = [up.api_key or "" for up in config.upstreams.values()]
         secrets += [v for up in config.upstreams.values() for _, v in up.headers if len(v) >= 8]
         secrets += [k.key for k in config.auth_keys]
+        if config.governance is not None:
+            secrets += [config.governance.master_key or ""]
+            secrets += [k for per_upstream in team_keys.values() for k in per_upstream.values()]
         self.scrub = Scrubber(secrets)
         self.body_limits = BodyLimits(config.server.max_body_bytes, config.server.max_json_depth)
 
@@ -97,12 +109,23 @@ class Gateway:
             plugins.append(new)
             fresh.append(new)
 
-        if config.auth_keys:
+        if config.governance is not None:  # keys, limits, budgets, ledger (it also checks auth.keys)
+            from llmgw.governance import Governance
+
+            take(lambda p: isinstance(p.instance, Governance) and p.instance.same_config(config),
+                 lambda: instantiate(Governance, "governance", {"config": config}))
+        elif config.auth_keys:
             take(lambda p: p.spec is None and isinstance(p.instance, ApiKeyAuth) and p.instance.keys == config.auth_keys,
                  lambda: instantiate(ApiKeyAuth, "auth", {"keys": config.auth_keys}))
         for spec in config.plugins:
             take(lambda p, spec=spec: p.spec == spec, lambda spec=spec: load_plugin(spec))
         return plugins, fresh
+
+    def target(self, name: str, team: str | None) -> Target:
+        """The upstream `name`, with the team's own provider key when it has one."""
+        if team is not None and self.team_targets:
+            return self.team_targets.get((team, name)) or self.targets[name]
+        return self.targets[name]
 
     def routes_to_provider(self, data: Any, provider: str) -> bool:
         """Whether the model named in a request body goes first to an upstream of `provider`."""

@@ -280,7 +280,7 @@ class RequestRunner:
         gw = self.gw
 
         async def send(step: RouteStep, attempt: Attempt, deadline: float | None) -> ChatResponse | _Prepared:
-            target = gw.targets[step.target]
+            target = gw.target(step.target, self.ctx.team)
             raw = req.raw if not body_changed and step.model == req.model else None
             # Translating may refuse the request (a parameter this provider lacks): a GatewayError.
             ureq = target.adapter.chat_request(req.body, step.model, req.stream, raw)
@@ -443,7 +443,7 @@ class RequestRunner:
     # -- embeddings and the model list ----------------------------------------------------------------
     async def _embeddings(self, req: ChatRequest) -> ChatResponse | GatewayError:
         async def send(step: RouteStep, attempt: Attempt, deadline: float | None) -> ChatResponse:
-            target = self.gw.targets[step.target]
+            target = self.gw.target(step.target, self.ctx.team)
             build = optional_part(target.adapter, "embeddings_request")
             read = optional_part(target.adapter, "embeddings_response")
             if build is None or read is None:

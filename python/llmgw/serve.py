@@ -8,6 +8,11 @@ flush), and starts a replacement when one dies unexpectedly.
 
 Each worker is a fresh interpreter (`python -m llmgw.serve --worker-fd ...`), not a fork, so no
 thread pool or event loop state of the parent leaks into it.
+
+The supervisor also creates the shared-memory counters file (rate-limit buckets and budgets of
+governance) before the first worker starts and names it in `LLMGW_COUNTERS`, so every worker,
+including a replacement, maps the same table: one limit per key across N workers, not N. The file
+is removed when the supervisor exits.
 """
 
 from __future__ import annotations
@@ -93,6 +98,26 @@ def _spawn(sock: socket.socket, config_path: str, worker_id: int, workers: int) 
 
 
 def _supervise(sock: socket.socket, config_path: str, workers: int) -> int:
+    from llmgw._core import SharedCounters
+    from llmgw.governance.counters import ENV, local_counters_path
+
+    counters_path = os.environ.get(ENV) or local_counters_path()
+    owned = ENV not in os.environ
+    if owned:
+        SharedCounters(counters_path, create=True)
+        os.environ[ENV] = counters_path
+    try:
+        return _run_children(sock, config_path, workers)
+    finally:
+        if owned:
+            os.environ.pop(ENV, None)
+            try:
+                os.unlink(counters_path)
+            except OSError:
+                pass
+
+
+def _run_children(sock: socket.socket, config_path: str, workers: int) -> int:
     children = {i: _spawn(sock, config_path, i, workers) for i in range(workers)}
     stopping = False
     pending_hup = False

@@ -247,7 +247,8 @@ class Services:
     # -- state that outlives reloads ----------------------------------------------------------------
     def keep(self, name: str, factory: Callable[[], T]) -> T:
         """The object kept under `name`, created by `factory()` the first time: state that should
-        survive a plugin being re-created by a reload (counters, caches, buckets)."""
+        survive a plugin being re-created by a reload (counters, caches, buckets). If it has an
+        async `aclose()`, that is called when the worker stops."""
         kept = self._reg.kept
         if name not in kept:
             kept[name] = factory()
@@ -337,3 +338,10 @@ class Services:
             await asyncio.wait(list(reg.finishing), timeout=10.0)
         for owner in {o for o, _ in reg.tasks} | {o for o, _ in reg.queues}:
             await self.release(owner)  # type: ignore[arg-type]
+        for name, obj in list(reg.kept.items()):  # kept state with an async aclose() is closed last
+            aclose = getattr(obj, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("closing kept %s failed", name)

@@ -16,6 +16,7 @@ from llmgw.config.core import (
     load_config,
     parse_config,
 )
+from llmgw.config.governance import Budget, GovernanceConfig, Limits
 from llmgw.config.models import (
     Breaker,
     Complexity,
@@ -32,6 +33,9 @@ from llmgw.config.reader import ConfigError
 
 __all__ = [
     "AuthKey",
+    "Budget",
+    "GovernanceConfig",
+    "Limits",
     "Breaker",
     "Complexity",
     "Config",

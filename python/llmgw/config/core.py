@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 
 import yaml
 
+from llmgw.config.governance import GovernanceConfig, parse_governance
 from llmgw.config.models import ModelGroup, parse_models
 from llmgw.config.reader import ConfigError, Doc, get, positive, take, url
 from llmgw.transport import Timeouts
@@ -97,6 +98,7 @@ class Config:
     plugins: tuple[PluginSpec, ...] = ()
     auth_keys: tuple[AuthKey, ...] = ()
     path: str | None = None
+    governance: GovernanceConfig | None = None
 
 
 def _timeouts(doc: Doc, data: Any, path: str) -> Timeouts:
@@ -173,7 +175,7 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
     data = doc.to_python(node, "") if node is not None else {}
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the file must be a mapping with upstreams: and models:"])
-    take(doc, data, "", {"server": "", "upstreams": "", "models": "", "plugins": "", "auth": ""})
+    take(doc, data, "", {"server": "", "upstreams": "", "models": "", "plugins": "", "auth": "", "governance": ""})
 
     srv = data.get("server") or {}
     if not isinstance(srv, dict):
@@ -246,10 +248,17 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
         keys.append(AuthKey(name=get(doc, item, path, "name", str, f"key{i}"), key=key,
                             models=tuple(map(str, allowed)) if allowed is not None else None))
 
+    governance = parse_governance(doc, data.get("governance"))
+    if governance is not None:
+        for team, per_upstream in governance.team_keys.items():
+            for up in per_upstream:
+                if up not in upstreams:
+                    doc.error(f"governance.teams.{team}.upstream_keys.{up}", f"unknown upstream {up!r}",
+                              f"Use one of the upstreams: {', '.join(sorted(upstreams))}")
     if doc.problems:
         raise ConfigError(doc.problems)
     return Config(server=server, upstreams=upstreams, models=models, plugins=tuple(plugins),
-                  auth_keys=tuple(keys), path=source)
+                  auth_keys=tuple(keys), path=source, governance=governance)
 
 
 def load_config(path: str | os.PathLike[str], *, providers: ProviderCatalog,

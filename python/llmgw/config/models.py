@@ -53,6 +53,7 @@ __all__ = [
     "Rule",
     "Shadow",
     "parse_models",
+    "parse_price",
 ]
 
 STRATEGIES = ("ordered", "weighted", "least_inflight", "lowest_latency", "lowest_cost", "headroom")
@@ -182,7 +183,7 @@ def _mapping(doc: Doc, data: Any, path: str, fix: str) -> dict[str, Any] | None:
     return data
 
 
-def _price(doc: Doc, data: Any, path: str) -> Price | None:
+def parse_price(doc: Doc, data: Any, path: str) -> Price | None:
     data = _mapping(doc, data, path, "Write price: {input: USD per 1M tokens, output: USD per 1M tokens}")
     if data is None:
         return None
@@ -214,7 +215,7 @@ def _deployment(doc: Doc, data: Any, path: str, default_name: str, upstreams: se
         weight=get(doc, data, path, "weight", float, 1.0, lambda v: None if v >= 0 else f"must be >= 0, got {v}"),
         rpm=get(doc, data, path, "rpm", int, None, positive),
         tpm=get(doc, data, path, "tpm", int, None, positive),
-        price=_price(doc, data.get("price"), f"{path}.price"),
+        price=parse_price(doc, data.get("price"), f"{path}.price"),
         context_window=get(doc, data, path, "context_window", int, None, positive),
         max_output=get(doc, data, path, "max_output", int, None, positive),
         tags=tuple(str(t) for t in tags),

@@ -1,0 +1,299 @@
+"""Where keys, the ledger and the audit log are kept: SQLite (embedded) or PostgreSQL (shared).
+
+Both stores have the same interface (`Store`) and the same tables:
+
+- `keys`: one row per virtual key, its SHA-256 digest (never the key), owner, limits, budget;
+- `ledger`: append-only, one row per finished request (tokens, cost, latency, status, ...);
+- `audit`: append-only, one row per policy decision or admin action (who, what, when; no secrets).
+
+SQLite runs on one thread of its own per store (`sqlite3` blocks; the event loop must not), in
+WAL mode so the workers of one machine and the `llmgw spend` command can read while a worker
+writes; writes wait up to 5 s for the file lock. PostgreSQL goes through an asyncpg pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Protocol, TypeVar
+
+from llmgw.governance.keys import KeyRecord
+
+__all__ = ["GROUP_BY", "LEDGER_COLUMNS", "PostgresStore", "SqliteStore", "Store", "open_store"]
+
+T = TypeVar("T")
+
+LEDGER_COLUMNS = ("request_id", "ts", "kind", "key_id", "user_id", "team", "model", "deployment", "prompt_tokens",
+                  "completion_tokens", "cached_tokens", "cost_usd", "unpriced", "latency_ms", "ttft_ms", "cache",
+                  "cost_saved_usd", "status", "result", "error", "attempts", "usage_estimated")
+_KEY_COLUMNS = ("id", "name", "hash", "last4", "team", "user_id", "models", "metadata", "rpm", "tpm", "budget_usd",
+                "budget_period", "created_at", "expires_at", "revoked_at", "rotated_from")
+GROUP_BY = {"key": "key_id", "user": "user_id", "team": "team", "model": "model", "day": None}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, hash {blob} NOT NULL UNIQUE, last4 TEXT, team TEXT, user_id TEXT,
+  models TEXT, metadata TEXT, rpm INTEGER, tpm INTEGER, budget_usd {real}, budget_period TEXT,
+  created_at {real} NOT NULL, expires_at {real}, revoked_at {real}, rotated_from TEXT);
+CREATE TABLE IF NOT EXISTS ledger (
+  request_id TEXT NOT NULL, ts {real} NOT NULL, kind TEXT, key_id TEXT, user_id TEXT, team TEXT, model TEXT,
+  deployment TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cached_tokens INTEGER, cost_usd {real},
+  unpriced INTEGER, latency_ms {real}, ttft_ms {real}, cache TEXT, cost_saved_usd {real}, status INTEGER,
+  result TEXT, error TEXT, attempts INTEGER, usage_estimated INTEGER);
+CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
+CREATE INDEX IF NOT EXISTS ledger_key ON ledger (key_id, ts);
+CREATE TABLE IF NOT EXISTS audit (
+  id {serial}, ts {real} NOT NULL, actor TEXT, action TEXT NOT NULL, subject TEXT, detail TEXT);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+"""
+
+
+def _key_row(r: KeyRecord) -> tuple[Any, ...]:
+    return (r.id, r.name, r.hash, r.last4, r.team, r.user, json.dumps(r.models) if r.models is not None else None,
+            json.dumps(r.metadata), r.rpm, r.tpm, r.budget_usd, r.budget_period, r.created_at, r.expires_at,
+            r.revoked_at, r.rotated_from)
+
+
+def _key_record(row: Any) -> KeyRecord:
+    (kid, name, h, last4, team, user, models, metadata, rpm, tpm, budget, period, created, expires, revoked,
+     rotated) = tuple(row)
+    return KeyRecord(kid, name, bytes(h), last4, team, user, json.loads(models) if models else None,
+                     json.loads(metadata) if metadata else {}, rpm, tpm, budget, period or "month", created, expires,
+                     revoked, rotated)
+
+
+def _day_expr(dialect: str) -> str:
+    if dialect == "sqlite":
+        return "strftime('%Y-%m-%d', ts, 'unixepoch')"
+    return "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+
+def _spend_sql(group_by: str, dialect: str, mark: Callable[[int], str]) -> str:
+    col = GROUP_BY[group_by] or _day_expr(dialect)
+    return (f"SELECT {col} AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+            f"COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(cost_saved_usd), 0), "
+            f"COALESCE(SUM(unpriced), 0) FROM ledger WHERE ts >= {mark(1)} AND ts < {mark(2)} AND kind != 'shadow' "
+            f"GROUP BY grp ORDER BY 6 DESC, 1")
+
+
+def _spend_rows(rows: Any, group_by: str) -> list[dict[str, Any]]:
+    return [{group_by: g, "requests": n, "prompt_tokens": int(p), "completion_tokens": int(c), "cached_tokens": int(k),
+             "cost_usd": float(cost), "cost_saved_usd": float(saved), "unpriced_requests": int(u)}
+            for g, n, p, c, k, cost, saved, u in rows]
+
+
+_RECENT_FILTERS = {"key": "key_id", "model": "model", "status": "status", "team": "team", "user": "user_id"}
+
+
+class Store(Protocol):
+    dialect: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def add_key(self, rec: KeyRecord) -> None: ...
+    async def key(self, key_id: str) -> KeyRecord | None: ...
+    async def key_by_hash(self, h: bytes) -> KeyRecord | None: ...
+    async def keys(self) -> list[KeyRecord]: ...
+    async def save_key(self, rec: KeyRecord) -> None: ...
+    async def write_ledger(self, rows: list[tuple[Any, ...]]) -> None: ...
+    async def spend(self, group_by: str, since: float, until: float) -> list[dict[str, Any]]: ...
+    async def spent_since(self, column: str, value: str, since: float) -> float: ...
+    async def recent(self, limit: int, filters: dict[str, str]) -> list[dict[str, Any]]: ...
+    async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None: ...
+    async def audit_many(self, rows: list[tuple[Any, ...]]) -> None: ...
+    async def audit_log(self, limit: int) -> list[dict[str, Any]]: ...
+
+
+class SqliteStore:
+    """The embedded store (see the module docstring)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmgw-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            return fn(self._db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def open(self) -> None:
+        schema = _SCHEMA.format(blob="BLOB", real="REAL", serial="INTEGER PRIMARY KEY")
+        await self._run(lambda db: db.executescript(schema))
+
+    async def close(self) -> None:
+        def shut(db: sqlite3.Connection) -> None:
+            db.close()
+            self._db = None
+
+        if self._db is not None:
+            await self._run(shut)
+        self._pool.shutdown(wait=True)
+
+    async def add_key(self, rec: KeyRecord) -> None:
+        marks = ",".join("?" * len(_KEY_COLUMNS))
+        await self._run(lambda db: db.execute(f"INSERT INTO keys ({','.join(_KEY_COLUMNS)}) VALUES ({marks})",
+                                              _key_row(rec)))
+
+    async def save_key(self, rec: KeyRecord) -> None:
+        sets = ",".join(f"{c} = ?" for c in _KEY_COLUMNS[1:])
+        row = _key_row(rec)
+        await self._run(lambda db: db.execute(f"UPDATE keys SET {sets} WHERE id = ?", (*row[1:], row[0])))
+
+    async def key(self, key_id: str) -> KeyRecord | None:
+        row = await self._run(lambda db: db.execute(f"SELECT {','.join(_KEY_COLUMNS)} FROM keys WHERE id = ?",
+                                                    (key_id,)).fetchone())
+        return _key_record(row) if row else None
+
+    async def key_by_hash(self, h: bytes) -> KeyRecord | None:
+        row = await self._run(lambda db: db.execute(f"SELECT {','.join(_KEY_COLUMNS)} FROM keys WHERE hash = ?",
+                                                    (h,)).fetchone())
+        return _key_record(row) if row else None
+
+    async def keys(self) -> list[KeyRecord]:
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {','.join(_KEY_COLUMNS)} FROM keys ORDER BY created_at").fetchall())
+        return [_key_record(r) for r in rows]
+
+    async def write_ledger(self, rows: list[tuple[Any, ...]]) -> None:
+        marks = ",".join("?" * len(LEDGER_COLUMNS))
+        sql = f"INSERT INTO ledger ({','.join(LEDGER_COLUMNS)}) VALUES ({marks})"
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(write)
+
+    async def spend(self, group_by: str, since: float, until: float) -> list[dict[str, Any]]:
+        sql = _spend_sql(group_by, "sqlite", lambda _i: "?")
+        return _spend_rows(await self._run(lambda db: db.execute(sql, (since, until)).fetchall()), group_by)
+
+    async def spent_since(self, column: str, value: str, since: float) -> float:
+        assert column in ("key_id", "user_id", "team")
+        row = await self._run(lambda db: db.execute(
+            f"SELECT COALESCE(SUM(cost_usd), 0) FROM ledger WHERE {column} = ? AND ts >= ?", (value, since)).fetchone())
+        return float(row[0])
+
+    async def recent(self, limit: int, filters: dict[str, str]) -> list[dict[str, Any]]:
+        where = " AND ".join(f"{_RECENT_FILTERS[k]} = ?" for k in filters) or "1 = 1"
+        sql = f"SELECT {','.join(LEDGER_COLUMNS)} FROM ledger WHERE {where} ORDER BY ts DESC LIMIT ?"
+        rows = await self._run(lambda db: db.execute(sql, (*filters.values(), limit)).fetchall())
+        return [dict(zip(LEDGER_COLUMNS, r)) for r in rows]
+
+    async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
+        await self.audit_many([(time.time(), actor, action, subject, json.dumps(detail))])
+
+    async def audit_many(self, rows: list[tuple[Any, ...]]) -> None:
+        await self._run(lambda db: db.executemany(
+            "INSERT INTO audit (ts, actor, action, subject, detail) VALUES (?,?,?,?,?)", rows))
+
+    async def audit_log(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT ts, actor, action, subject, detail FROM audit ORDER BY ts DESC LIMIT ?", (limit,)).fetchall())
+        return [{"ts": ts, "actor": a, "action": act, "subject": s, "detail": json.loads(d) if d else {}}
+                for ts, a, act, s, d in rows]
+
+
+class PostgresStore:
+    """The shared store: PostgreSQL through an asyncpg pool (for several gateway replicas)."""
+
+    dialect = "postgres"
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        import asyncpg
+
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        schema = _SCHEMA.format(blob="BYTEA", real="DOUBLE PRECISION", serial="BIGSERIAL PRIMARY KEY")
+        async with self._pool.acquire() as conn:
+            # Several replicas may start at once: one creates the tables, the others wait for it.
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7716801)")
+                await conn.execute(schema)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @staticmethod
+    def _marks(n: int) -> str:
+        return ",".join(f"${i}" for i in range(1, n + 1))
+
+    async def add_key(self, rec: KeyRecord) -> None:
+        await self._pool.execute(f"INSERT INTO keys ({','.join(_KEY_COLUMNS)}) VALUES ({self._marks(len(_KEY_COLUMNS))})",
+                                 *_key_row(rec))
+
+    async def save_key(self, rec: KeyRecord) -> None:
+        sets = ",".join(f"{c} = ${i}" for i, c in enumerate(_KEY_COLUMNS[1:], start=2))
+        await self._pool.execute(f"UPDATE keys SET {sets} WHERE id = $1", *_key_row(rec))
+
+    async def key(self, key_id: str) -> KeyRecord | None:
+        row = await self._pool.fetchrow(f"SELECT {','.join(_KEY_COLUMNS)} FROM keys WHERE id = $1", key_id)
+        return _key_record(row) if row else None
+
+    async def key_by_hash(self, h: bytes) -> KeyRecord | None:
+        row = await self._pool.fetchrow(f"SELECT {','.join(_KEY_COLUMNS)} FROM keys WHERE hash = $1", h)
+        return _key_record(row) if row else None
+
+    async def keys(self) -> list[KeyRecord]:
+        rows = await self._pool.fetch(f"SELECT {','.join(_KEY_COLUMNS)} FROM keys ORDER BY created_at")
+        return [_key_record(r) for r in rows]
+
+    async def write_ledger(self, rows: list[tuple[Any, ...]]) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.copy_records_to_table("ledger", records=rows, columns=list(LEDGER_COLUMNS))
+
+    async def spend(self, group_by: str, since: float, until: float) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(_spend_sql(group_by, "postgres", lambda i: f"${i}"), since, until)
+        return _spend_rows(rows, group_by)
+
+    async def spent_since(self, column: str, value: str, since: float) -> float:
+        assert column in ("key_id", "user_id", "team")
+        return float(await self._pool.fetchval(
+            f"SELECT COALESCE(SUM(cost_usd), 0) FROM ledger WHERE {column} = $1 AND ts >= $2", value, since))
+
+    async def recent(self, limit: int, filters: dict[str, str]) -> list[dict[str, Any]]:
+        conds = [f"{_RECENT_FILTERS[k]} = ${i}" for i, k in enumerate(filters, start=1)]
+        values: list[Any] = [int(v) if k == "status" else v for k, v in filters.items()]
+        sql = (f"SELECT {','.join(LEDGER_COLUMNS)} FROM ledger WHERE {' AND '.join(conds) or 'TRUE'} "
+               f"ORDER BY ts DESC LIMIT ${len(values) + 1}")
+        return [dict(r) for r in await self._pool.fetch(sql, *values, limit)]
+
+    async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
+        await self.audit_many([(time.time(), actor, action, subject, json.dumps(detail))])
+
+    async def audit_many(self, rows: list[tuple[Any, ...]]) -> None:
+        await self._pool.executemany("INSERT INTO audit (ts, actor, action, subject, detail) VALUES ($1,$2,$3,$4,$5)",
+                                     rows)
+
+    async def audit_log(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch("SELECT ts, actor, action, subject, detail FROM audit ORDER BY ts DESC LIMIT $1",
+                                      limit)
+        return [{"ts": r[0], "actor": r[1], "action": r[2], "subject": r[3], "detail": json.loads(r[4]) if r[4] else {}}
+                for r in rows]
+
+
+def open_store(kind: str, sqlite_path: str, postgres_dsn: str | None) -> Store:
+    if kind == "postgres":
+        assert postgres_dsn
+        return PostgresStore(postgres_dsn)
+    return SqliteStore(sqlite_path)
