@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from llmgw.exchange import RequestContext
     from llmgw.http.server import HttpRequest
 
-__all__ = ["BackgroundQueue", "RouteRequest", "RouteResponse", "Services"]
+__all__ = ["BackgroundQueue", "RetryLater", "RouteRequest", "RouteResponse", "Services"]
 
 log = logging.getLogger("llmgw")
 T = TypeVar("T")
@@ -99,6 +99,12 @@ class _Route:
     regex: re.Pattern[str] | None
     handler: RouteHandler
     owner: str | None
+    prefix: str = ""  # the literal text before the first {name}: most paths are ruled out by it
+
+
+class RetryLater(Exception):
+    """Raised by a queue's flush when it cannot take the batch right now (a lock held elsewhere):
+    the batch is kept and tried again shortly, without an error in the log."""
 
 
 class BackgroundQueue:
@@ -122,6 +128,8 @@ class BackgroundQueue:
         self.dropped = 0
         self.flushed = 0
         self.failures = 0
+        self.busy = 0  # flushes put off by RetryLater
+        self._last_failed = False
         self._last_drop_log = 0.0
 
     def start(self) -> None:
@@ -152,7 +160,12 @@ class BackgroundQueue:
             out = self._flush(batch)
             if asyncio.iscoroutine(out):
                 await out
+        except RetryLater:
+            self.busy += 1
+            self._last_failed = False
+            return False
         except Exception:
+            self._last_failed = True
             self.failures += 1
             log.exception("queue %s: flushing %d items failed; will retry", self.name, len(batch))
             return False
@@ -163,14 +176,15 @@ class BackgroundQueue:
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
             while self._items:
                 if not await self._flush_batch():
-                    await asyncio.sleep(min(self.interval * 2, 5.0))
+                    await asyncio.sleep(min(self.interval * 2, 5.0) if self._last_failed else 0.01)
                     break
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -182,12 +196,13 @@ class BackgroundQueue:
         deadline = time.monotonic() + timeout
         while self._items and time.monotonic() < deadline:
             if not await self._flush_batch():
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2 if self._last_failed else 0.01)
         if self._items:
             log.error("queue %s: %d items could not be flushed before shutdown", self.name, len(self._items))
 
     def stats(self) -> dict[str, int]:
-        return {"depth": len(self._items), "dropped": self.dropped, "flushed": self.flushed, "failures": self.failures}
+        return {"depth": len(self._items), "dropped": self.dropped, "flushed": self.flushed, "failures": self.failures,
+                "busy": self.busy}
 
 
 class _Registry:
@@ -205,6 +220,12 @@ class _Registry:
         self.finishing: set[asyncio.Task[Any]] = set()  # async on_finish hooks still running
         self.config: Config | None = None
         self.stats_sources: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.route_paths: frozenset[str] = frozenset()  # exact paths of the routes
+        self.route_prefixes: tuple[str, ...] = ()  # literal prefixes of the routes with {params}
+
+    def index_routes(self) -> None:
+        self.route_paths = frozenset(r.pattern for r in self.routes if r.regex is None)
+        self.route_prefixes = tuple({r.prefix for r in self.routes if r.regex is not None})
 
 
 class Services:
@@ -262,13 +283,17 @@ class Services:
         regex = None
         if "{" in path:
             regex = re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
-        self._reg.routes.append(_Route(method.upper(), path, regex, handler, self.owner))
+        self._reg.routes.append(_Route(method.upper(), path, regex, handler, self.owner, path.split("{", 1)[0]))
+        self._reg.index_routes()
 
     def find_route(self, method: str, path: str) -> tuple[_Route | None, dict[str, str], list[str]]:
         """The route for (method, path), its params, and the methods the path allows."""
+        reg = self._reg
+        if path not in reg.route_paths and not path.startswith(reg.route_prefixes):
+            return None, {}, []  # every model request: one set lookup and one startswith
         allowed: list[str] = []
         found: tuple[_Route | None, dict[str, str]] = (None, {})
-        for route in self._reg.routes:
+        for route in reg.routes:
             if route.regex is None:
                 if route.pattern != path:
                     continue
@@ -321,6 +346,7 @@ class Services:
         """Stop what `owner` started: its routes go, its tasks are cancelled, its queues drained."""
         reg = self._reg
         reg.routes = [r for r in reg.routes if r.owner != owner]
+        reg.index_routes()
         mine = [t for o, t in reg.tasks if o == owner]
         reg.tasks = [(o, t) for o, t in reg.tasks if o != owner]
         for task in mine:
