@@ -19,7 +19,7 @@
         models: {gpt-4o: {rpm: 1000}}
       teams:                                 # a team's own provider key, per upstream, for separate billing
         research: {upstream_keys: {openai: ${RESEARCH_OPENAI_KEY}}}
-      ledger: {batch: 500, interval: 1.0, max_queue: 100000}
+      ledger: {batch: 200, interval: 1.0, max_queue: 100000}   # rows per write, seconds between writes, queue bound
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
-    batch: int = 500
+    batch: int = 200  # rows per transaction: a SQLite batch is written on the event loop (~1 ms)
     interval: float = 1.0
     max_queue: int = 100_000
 
