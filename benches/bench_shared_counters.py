@@ -3,7 +3,8 @@
     maturin develop --release && pytest benches/bench_shared_counters.py --benchmark-only --benchmark-group-by=group
 
 Rate limits: a 4-bucket acquire on the shared table vs the same call on the in-process
-RateLimiter (one limit per worker, which is what the shared table replaces). Budgets: a
+RateLimiter (one limit per worker, which is what the shared table replaces) and vs one
+state-owning process that every worker would ask over a Unix socket (the round trip is the cost). Budgets: a
 reserve + settle pair on the shared table vs the same reserve as a SQLite transaction (WAL,
 synchronous=NORMAL, BEGIN IMMEDIATE), the obvious cross-process alternative. Every call reads
 the real clock (no `now`), as in the gateway.
@@ -12,7 +13,10 @@ the real clock (no `now`), as in the gateway.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -120,3 +124,37 @@ def test_reserve_settle_sqlite_transactions(benchmark, sqlite_budgets: SqliteBud
     assert benchmark(reserve_and_settle)
     committed, spent = sqlite_budgets.budget(KEY)
     assert committed == spent > 0
+
+
+# The owner: reads one request line, answers with the acquire's result (its own RateLimiter).
+_OWNER = """
+import socket, sys
+from llmgw._core import RateLimiter
+checks = [(k, r, b, c) for k, r, b, c in %r]
+limiter, sock = RateLimiter(), socket.socket(fileno=int(sys.argv[1]))
+f = sock.makefile("rwb", buffering=0)
+while f.readline():
+    sock.sendall(b"%%r\\n" %% limiter.acquire(checks))
+"""
+
+
+@pytest.fixture
+def owner_process() -> Iterator[socket.socket]:
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([sys.executable, "-c", _OWNER % (FOUR_BUCKETS,), str(theirs.fileno())],
+                            pass_fds=(theirs.fileno(),))
+    theirs.close()
+    yield ours
+    ours.close()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.benchmark(group="shared counters: 4-bucket acquire, admitted")
+def test_acquire_four_buckets_owner_process(benchmark, owner_process: socket.socket) -> None:
+    sock = owner_process
+
+    def ask() -> float:
+        sock.sendall(b"acquire\n")
+        return float(sock.recv(64))
+
+    assert benchmark(ask) == 0.0

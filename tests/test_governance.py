@@ -57,7 +57,7 @@ def call(key: str, **extra) -> FakeHttp:
 async def budget_state(gw, key_id: str, period: str = "total") -> tuple[int, int]:
     gov = plugin(gw)
     pid = gov.periods.current(period, gov.clock.wall())[0]
-    return await gov.counters.budget(f"budget:key:{key_id}:{pid}")
+    return gov.local.budget(f"budget:key:{key_id}:{pid}")
 
 
 # --- prices -----------------------------------------------------------------------------------------
@@ -153,10 +153,10 @@ async def test_tpm_is_charged_the_estimate_then_corrected_to_the_real_usage(tmp_
                        up=FakePool(lambda: completion(usage=(5, 2))))
     key = await add_key(gw, user="ann")
     gov = plugin(gw)
-    before = await gov.counters.limit_state("tpm:user:ann", 1000 / 60, 1000)
+    before = gov.local.limit_state("tpm:user:ann", 1000 / 60, 1000)
     http = await run(gw, call(key, max_tokens=500))
     assert http.status == 200
-    after = await gov.counters.limit_state("tpm:user:ann", 1000 / 60, 1000)
+    after = gov.local.limit_state("tpm:user:ann", 1000 / 60, 1000)
     assert before[0] == 1000 and after[0] == pytest.approx(1000 - 7, abs=0.01)  # 5 + 2 tokens, not ~510
 
 

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -191,6 +192,26 @@ def test_tpm_admits_on_an_estimate_and_refuses_what_can_never_fit(start_gateway,
     time.sleep(0.3)
     assert chat(gw, key["key"], max_tokens=400).status_code == 200
     assert chat(gw, key["key"], max_tokens=400).status_code == 200
+
+
+def test_a_refused_request_gives_back_no_tokens_it_never_took(start_gateway, tmp_path):
+    """Refused by its key's RPM, a request must not refund the model's TPM bucket."""
+    with MockUpstream(latency_ms=1500) as slow:
+        gw = start_gateway(gov_config(slow.url, tmp_path / "g.db",
+                                      governance="  limits: {models: {m: {tpm: 1000}}}"))
+        limited, other = new_key(gw, rpm=1), new_key(gw)
+        assert chat(gw, limited["key"], max_tokens=1).status_code == 200
+        with ThreadPoolExecutor(1) as pool:
+            holder = pool.submit(chat, gw, other["key"], max_tokens=900)  # holds ~900 of 1000
+            time.sleep(0.5)
+            for _ in range(3):
+                r = chat(gw, limited["key"], max_tokens=900)
+                assert r.status_code == 429
+                assert f"requests-per-minute limit of key '{limited['id']}'" in r.json()["error"]["message"]
+            r = chat(gw, other["key"], max_tokens=900)
+            assert r.status_code == 429, r.text
+            assert "tokens-per-minute limit of model 'm' (1000/min)" in r.json()["error"]["message"]
+            assert holder.result().status_code == 200
 
 
 # --- budgets ---------------------------------------------------------------------------------------

@@ -21,3 +21,23 @@ class NoOpPre(Plugin):
 
     def pre_request(self, ctx, request):
         return None
+
+
+class NoOpAll(Plugin):
+    """Every hook the governance plugin has, doing nothing: what the plugin seams cost a request
+    (the governance benchmark's floor)."""
+
+    kinds = frozenset({"chat", "embeddings", "models"})
+    read_only = True
+
+    async def on_headers(self, ctx, headers):
+        return None
+
+    async def pre_request(self, ctx, request):
+        return None
+
+    def post_response(self, ctx, result):
+        return None
+
+    def on_finish(self, ctx, outcome):
+        return None

@@ -1,6 +1,6 @@
 """Rate-limit buckets and budget counters: one set for every worker (and every replica).
 
-`LocalCounters` (the embedded default) is `llmgw._core.SharedCounters`: GCRA buckets and budget
+`LocalCounters` (the embedded default, plain calls: no I/O) is `llmgw._core.SharedCounters`: GCRA buckets and budget
 counters in a shared-memory file that all workers of the machine map, updated by atomic
 compare-and-swap. It was chosen over the alternatives by correctness first (one limit across
 workers, which a per-process limiter cannot give), then speed: benches/bench_shared_counters.py
@@ -8,7 +8,7 @@ measures it against an in-process limiter and a SQLite `BEGIN IMMEDIATE` transac
 reservation (the figures are in the README). The file is created by `llmgw serve` before the
 workers start (`LLMGW_COUNTERS` names it); a gateway started another way gets a private one.
 
-`RedisCounters` keeps the same state in Redis for several replicas: each operation is one Lua
+`RedisCounters` (the same operations, awaited) keeps the same state in Redis for several replicas: each operation is one Lua
 script, so a multi-bucket admission or a budget reservation is atomic across replicas; time is
 Redis's own clock (`TIME`), the same for every replica. When Redis cannot be reached the
 gateway answers 503 (`on_counter_failure: closed`) or admits and counts the failure (`open`).
@@ -36,6 +36,8 @@ class CounterFailure(Exception):
 
 
 class Counters(Protocol):
+    """The operations of both (LocalCounters returns values, RedisCounters awaitables)."""
+
     async def acquire(self, checks: list[Check]) -> float: ...
     async def adjust(self, key: str, rate: float, burst: float, delta: float) -> None: ...
     async def limit_state(self, key: str, rate: float, burst: float) -> tuple[float, float]: ...
@@ -80,40 +82,44 @@ class LocalCounters:
             self.table = SharedCounters(path)
         self.path = path
 
-    async def acquire(self, checks: list[Check]) -> float:
+    def acquire(self, checks: list[Check]) -> float:
         return self.table.acquire(checks, self._now())
 
-    async def adjust(self, key: str, rate: float, burst: float, delta: float) -> None:
+    def adjust(self, key: str, rate: float, burst: float, delta: float) -> None:
         """The real token count differed from the estimate: charge (delta > 0) or give back."""
         if delta > 0:
             self.table.charge(key, rate, burst, delta, self._now())
         elif delta < 0:
             self.table.refund(key, rate, burst, -delta, self._now())
 
-    async def limit_state(self, key: str, rate: float, burst: float) -> tuple[float, float]:
+    def limit_state(self, key: str, rate: float, burst: float) -> tuple[float, float]:
         """(cells available now, seconds until the bucket is full again)."""
         now = self._now()
         return self.table.remaining(key, rate, burst, now), self.table.reset_after(key, rate, burst, now)
 
-    async def reserve(self, key: str, amount: int, limit: int) -> bool:
+    def reset_after(self, key: str, rate: float, burst: float) -> float:
+        """Seconds until the bucket is full again (what it holds now: burst - this x rate)."""
+        return self.table.reset_after(key, rate, burst, self._now())
+
+    def reserve(self, key: str, amount: int, limit: int) -> bool:
         return self.table.reserve(key, amount, limit)
 
-    async def settle(self, key: str, reserved: int, actual: int) -> None:
+    def settle(self, key: str, reserved: int, actual: int) -> None:
         self.table.settle(key, reserved, actual)
 
-    async def release(self, key: str, reserved: int) -> None:
+    def release(self, key: str, reserved: int) -> None:
         self.table.release(key, reserved)
 
-    async def seed(self, key: str, spent: int) -> bool:
+    def seed(self, key: str, spent: int) -> bool:
         return self.table.seed(key, spent)
 
-    async def budget(self, key: str) -> tuple[int, int]:
+    def budget(self, key: str) -> tuple[int, int]:
         return self.table.budget(key)
 
-    async def generation(self) -> int:
+    def generation(self) -> int:
         return self.table.get(self._GEN)
 
-    async def bump_generation(self) -> int:
+    def bump_generation(self) -> int:
         return self.table.add(self._GEN, 1)
 
     async def aclose(self) -> None:
