@@ -233,3 +233,10 @@ async def test_the_budget_counter_starts_from_the_ledger(tmp_path):
     gw2 = await started(config(db), FakeClock(), up=FakePool(lambda: completion()))
     assert (await run(gw2, call(key))).status == 200
     assert (await budget_state(gw2, kid))[1] == spent_before + (5 * 100 + 2 * 200)
+
+
+def test_reset_times_are_written_as_openai_writes_them():
+    from llmgw.governance.plugin import _duration
+
+    assert [_duration(s) for s in (0.02, 1.5, 59.94, 59.99, 60, 359.7)] == \
+        ["20ms", "1.5s", "59.9s", "1m0s", "1m0s", "6m0s"]

@@ -74,9 +74,9 @@ def _duration(seconds: float) -> str:
     """A reset time as OpenAI writes it: 20ms, 1.5s, 6m0s."""
     if seconds < 1:
         return f"{int(seconds * 1000)}ms"
-    if seconds < 60:
+    if seconds < 59.95:  # 59.99 would print as "60s"
         return f"{seconds:.3g}s"
-    minutes, rest = divmod(int(seconds), 60)
+    minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest}s"
 
 
