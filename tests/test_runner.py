@@ -364,3 +364,34 @@ def _chat():
     from llmgw.runner import CHAT
 
     return CHAT
+
+
+CRASHERS = ["{target: 'plugin_samples:Tracer', options: {tag: x, fail: pre}, on_error: open}",
+            "{target: 'plugin_samples:PostCrasher', on_error: open}",
+            "{target: 'plugin_samples:HeadersCrasher', on_error: open}",
+            "{target: 'plugin_samples:ChunkCrasher', options: {after: 1}, on_error: open}",
+            "{target: 'plugin_samples:EndCrasher', on_error: open}"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_fail_open_plugin_that_crashes_in_every_hook_is_counted_and_the_request_goes_on(streamed):
+    from llmgw.plugins.chain import PLUGIN_ERRORS
+
+    PLUGIN_ERRORS.clear()
+    gw = gateway_for(with_plugins(*CRASHERS, "plugin_samples:FinishRecorder"),
+                     up=FakePool(lambda: stream(["a", "b", "c"]) if streamed else completion("fine")))
+    http = await run(gw, FakeHttp(chat(stream=streamed)))
+    assert http.status == 200
+    if streamed:  # every chunk passed unchanged, the crashing one included
+        assert http.stream.ended and b'"content":"c"' in http.streamed and b"plugin_error" not in http.streamed
+    else:
+        assert http.json()["choices"][0]["message"]["content"] == "fine"
+    _, out = plugin(gw, 5).records[0]
+    assert out.status == 200 and out.error is None
+    hooks = {hook for (_, hook, policy) in PLUGIN_ERRORS if policy == "open"}
+    assert hooks == ({"pre_request", "post_response", "on_headers"} | ({"on_chunk", "on_stream_end"} if streamed else set()))
+    # Fail closed (the default) is still a 500 naming the plugin.
+    gw = gateway_for(with_plugins(CRASHERS[0].replace(", on_error: open", "")), up=FakePool(completion("fine")))
+    http = await run(gw, FakeHttp(chat()))
+    assert http.status == 500 and http.json()["error"]["code"] == "plugin_error"
+    assert PLUGIN_ERRORS[("Tracer", "pre_request", "closed")] == 1

@@ -63,6 +63,7 @@ class UpstreamConfig:
 class PluginSpec:
     target: str  # "module:Class"
     options: dict[str, Any] = field(default_factory=dict)
+    on_error: str = "closed"  # a hook that crashes: closed = the request fails (500); open = logged, counted, ignored
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,12 +219,14 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
         if not isinstance(item, dict):
             doc.error(path, "expected 'module:Class' or a mapping", "Write {target: module:Class, options: {}}")
             continue
-        take(doc, item, path, {"target": "", "options": ""})
+        take(doc, item, path, {"target": "", "options": "", "on_error": ""})
         target = get(doc, item, path, "target", str, "")
         if not re.fullmatch(r"[\w.]+:[\w.]+|[\w-]+", target):
             doc.error(f"{path}.target", f"{target!r} is not 'module:Class' or an entry-point name",
                       "Write the import path as package.module:ClassName")
-        plugins.append(PluginSpec(target=target, options=get(doc, item, path, "options", dict, {})))
+        on_error = get(doc, item, path, "on_error", str, "closed",
+                       lambda v: None if v in ("closed", "open") else "must be closed or open")
+        plugins.append(PluginSpec(target=target, options=get(doc, item, path, "options", dict, {}), on_error=on_error))
 
     keys: list[AuthKey] = []
     auth = data.get("auth") or {}

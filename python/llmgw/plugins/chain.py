@@ -4,13 +4,16 @@ once when the configuration loads, so a request pays only for the hooks that exi
 The rules are the contract in plugins/api.py; this module is where they are carried out: order
 (pre hooks in configured order, post and finish hooks in reverse), which post and chunk hooks
 run (those of plugins whose pre_request stage was reached), short-circuits, and what a crash
-becomes (`PluginCrash`, a 500 naming the plugin).
+becomes: with the plugin's `on_error: closed` (the default) a `PluginCrash`, a 500 naming the
+plugin; with `on_error: open` a log line and a count in `PLUGIN_ERRORS`, and the request goes on
+as if the hook had returned None (an on_chunk hook's chunk passes unchanged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable
 
 from llmgw.errors import GatewayError
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     from llmgw.plugins.loader import LoadedPlugin
     from llmgw.services import Services
 
-__all__ = ["ChunkHooks", "KindChain", "PluginChain", "PluginCrash", "plugin_crash"]
+__all__ = ["ChunkHooks", "KindChain", "PLUGIN_ERRORS", "PluginChain", "PluginCrash", "plugin_crash"]
 
 log = logging.getLogger("llmgw")
 
@@ -31,31 +34,52 @@ class PluginCrash(GatewayError):
     """A plugin hook raised something other than GatewayError (a 500 naming the plugin)."""
 
 
+#: Crashes per (plugin name, hook, "open" | "closed") in this worker, for metrics and tests.
+PLUGIN_ERRORS: Counter[tuple[str, str, str]] = Counter()
+
+_SKIP = object()  # a fail-open plugin's crash: the caller goes on as if the hook returned None
+
+
 def plugin_crash(p: LoadedPlugin, hook: str, exc: BaseException) -> PluginCrash:
+    PLUGIN_ERRORS[(p.name, hook, "closed")] += 1
     log.error("plugin %s failed in %s", p.name, hook, exc_info=exc)
     return PluginCrash(500, f"plugin {p.name!r} failed in {hook}: {type(exc).__name__}", type="server_error",
                        code="plugin_error")
 
 
+def crashed(p: LoadedPlugin, hook: str, exc: BaseException) -> object:
+    """A hook crashed: `_SKIP` for a fail-open plugin (logged and counted), else raise its PluginCrash."""
+    if p.fail_open:
+        PLUGIN_ERRORS[(p.name, hook, "open")] += 1
+        log.warning("plugin %s failed in %s (on_error: open, going on without it): %s: %s", p.name, hook,
+                    type(exc).__name__, exc)
+        return _SKIP
+    raise plugin_crash(p, hook, exc) from None
+
+
 def guarded(p: LoadedPlugin, hook: str, fn: Any, *args: Any) -> Any:
-    """Call a hook: GatewayError passes (the plugin's own answer), anything else is its crash."""
+    """Call a hook: GatewayError passes (the plugin's own answer), anything else is its crash
+    (`_SKIP` when the plugin fails open)."""
     try:
         return fn(*args)
     except GatewayError:
         raise
     except Exception as exc:
-        raise plugin_crash(p, hook, exc) from None
+        return crashed(p, hook, exc)
 
 
-def _chunk_list(p: LoadedPlugin, hook: str, returned: Any) -> list[Chunk]:
-    """What on_chunk / on_stream_end returned, as a list of chunks (a wrong type is a crash)."""
+def _chunk_list(p: LoadedPlugin, hook: str, returned: Any, passed: list[Chunk]) -> list[Chunk]:
+    """What on_chunk / on_stream_end returned, as a list of chunks (a wrong type is a crash;
+    a fail-open plugin's crash passes `passed` on unchanged)."""
     if returned is None:
         return []
     if isinstance(returned, dict):
         return [returned]
     if isinstance(returned, list) and all(isinstance(x, dict) for x in returned):
         return returned
-    raise plugin_crash(p, hook, TypeError(f"returned {type(returned).__name__}"))
+    if returned is _SKIP or crashed(p, hook, TypeError(f"returned {type(returned).__name__}")) is _SKIP:
+        return passed
+    return []  # not reached: crashed() raised
 
 
 class KindChain:
@@ -87,13 +111,13 @@ class KindChain:
     async def _headers_from(self, start: int, ctx: RequestContext, headers: dict[str, str]) -> None:
         for p in self.headers[start:]:
             out = guarded(p, "on_headers", p.headers, ctx, headers)
-            if p.headers_async:
+            if p.headers_async and out is not _SKIP:
                 try:
                     await out
                 except GatewayError:
                     raise
                 except Exception as exc:
-                    raise plugin_crash(p, "on_headers", exc) from None
+                    crashed(p, "on_headers", exc)
 
     async def run_pre(self, ctx: RequestContext, req: ChatRequest,
                       ran: list[LoadedPlugin]) -> tuple[ChatRequest, ChatResponse | GatewayError | None, bool]:
@@ -111,6 +135,9 @@ class KindChain:
             except GatewayError as err:
                 return req, err, changed
             except Exception as exc:
+                if p.fail_open:
+                    crashed(p, "pre_request", exc)
+                    continue
                 return req, plugin_crash(p, "pre_request", exc), changed
             if out is None:
                 continue
@@ -121,6 +148,9 @@ class KindChain:
             else:
                 what = "a read-only plugin returned a ChatRequest" if isinstance(out, ChatRequest) else \
                     f"returned {type(out).__name__}"
+                if p.fail_open:
+                    crashed(p, "pre_request", TypeError(what))
+                    continue
                 return req, plugin_crash(p, "pre_request", TypeError(what)), changed
         return req, None, changed
 
@@ -139,10 +169,14 @@ class KindChain:
             except GatewayError as err:
                 out = err
             except Exception as exc:
-                out = plugin_crash(p, "post_response", exc)
+                out = None if p.fail_open and crashed(p, "post_response", exc) else \
+                    plugin_crash(p, "post_response", exc)
             if out is not None:
                 if not isinstance(out, (ChatResponse, GatewayError)):
-                    out = plugin_crash(p, "post_response", TypeError(f"returned {type(out).__name__}"))
+                    what = TypeError(f"returned {type(out).__name__}")
+                    if p.fail_open and crashed(p, "post_response", what):
+                        continue
+                    out = plugin_crash(p, "post_response", what)
                 result = out
         return result, keep_raw
 
@@ -208,7 +242,7 @@ class ChunkHooks:
                 continue
             nxt: list[Chunk] = []
             for c in out:
-                nxt.extend(_chunk_list(p, "on_chunk", guarded(p, "on_chunk", hook, ctx, c)))
+                nxt.extend(_chunk_list(p, "on_chunk", guarded(p, "on_chunk", hook, ctx, c), [c]))
             out = nxt
             if not out:
                 break
@@ -228,7 +262,7 @@ class ChunkHooks:
         for i, p in enumerate(self.plugins):
             if p.stream_end is None:
                 continue
-            for c in _chunk_list(p, "on_stream_end", guarded(p, "on_stream_end", p.stream_end, ctx)):
+            for c in _chunk_list(p, "on_stream_end", guarded(p, "on_stream_end", p.stream_end, ctx), []):
                 released.extend(self.run(c, i + 1))
         return released
 

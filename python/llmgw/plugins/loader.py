@@ -46,6 +46,7 @@ class LoadedPlugin:
     finish_async: bool
     spec: PluginSpec | None = None  # the config entry it came from (None for built-ins)
     owner: str = ""  # unique within the worker: what its routes, tasks and queues are filed under
+    fail_open: bool = False  # spec.on_error == "open": a crash is logged and counted, then ignored
 
 
 _instances = itertools.count(1)
@@ -120,6 +121,7 @@ def instantiate(cls: Any, name: str, options: dict[str, Any], spec: PluginSpec |
         finish=hooks["on_finish"],
         finish_async=is_async("on_finish"),
         spec=spec,
+        fail_open=spec is not None and spec.on_error == "open",
         owner=f"{name}#{next(_instances)}",
     )
 
