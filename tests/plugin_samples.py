@@ -404,3 +404,26 @@ class BudgetSignal(Plugin):
 
     def on_headers(self, ctx, headers):
         ctx.budget_exhausted = True
+
+
+class BrokenClassifier:
+    """A prompt-injection classifier (guardrails.injection.classifier) whose backend is down."""
+
+    async def score(self, text: str) -> float:
+        raise ConnectionError("classifier backend unreachable")
+
+
+class ReadOnlyRouter(Plugin):
+    """A read-only plugin that sends every request to model `m` (and records post_response calls)."""
+
+    read_only = True
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.posts = 0
+
+    def pre_request(self, ctx, request):
+        request.model = "m"
+
+    def post_response(self, ctx, result):
+        self.posts += 1

@@ -395,3 +395,22 @@ async def test_a_fail_open_plugin_that_crashes_in_every_hook_is_counted_and_the_
     http = await run(gw, FakeHttp(chat()))
     assert http.status == 500 and http.json()["error"]["code"] == "plugin_error"
     assert PLUGIN_ERRORS[("Tracer", "pre_request", "closed")] == 1
+
+
+async def test_a_read_only_plugin_that_changes_the_model_never_sends_the_old_name_upstream():
+    pool = FakePool(completion("fine"))
+    gw = gateway_for(with_plugins("plugin_samples:ReadOnlyRouter"), up=pool)
+    http = await run(gw, FakeHttp(chat(model="alias")))
+    assert http.status == 200
+    assert orjson.loads(pool.requests[0]["body"])["model"] == "m"
+
+
+async def test_a_request_refused_before_the_pre_request_stage_runs_no_post_response():
+    config = with_plugins("plugin_samples:ReadOnlyRouter") + """
+auth:
+  keys: [{name: a, key: key-a-0123456789abcdef, models: [alias]}]
+"""
+    gw = gateway_for(config, up=FakePool(completion("fine")))
+    http = await run(gw, FakeHttp(chat(model="m"), headers={"authorization": "Bearer key-a-0123456789abcdef"}))
+    assert http.status == 403
+    assert plugin(gw, 1).posts == 0  # (plugin 0 is the auth plugin)

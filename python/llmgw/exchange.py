@@ -12,7 +12,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 import orjson
 
@@ -375,6 +375,9 @@ class RequestContext:
     first_byte_at: float | None = None  # when the response's first byte went to the client
     metadata: dict[str, Any] = field(default_factory=dict)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+    # In post_response of a non-streamed chat answer: ask the upstreams again (the same request,
+    # the same plan), e.g. once when an answer fails validation. Its attempts join ctx.attempts.
+    redo: Callable[[], Awaitable[ChatResponse | GatewayError]] | None = None
 
     @property
     def route(self) -> RouteStep | None:

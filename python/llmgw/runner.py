@@ -232,9 +232,10 @@ class RequestRunner:
             if req.model != ctx.model:  # a plugin routed the request elsewhere: plan it again
                 ctx.model = req.model
                 ctx.plan = router.plan(ctx, req)
+                body_changed = True  # the client's bytes name the old model
             if ctx.plan is not plan:  # (or set ctx.plan itself)
                 result = result or _refused(ctx, req)
-        else:
+        elif result is None:
             self.ran = chain.plugins  # no pre hook can short-circuit: every plugin's stage is reached
         if result is not None:
             self.short_circuit = isinstance(result, ChatResponse)
@@ -242,6 +243,8 @@ class RequestRunner:
             result = await self._chat(req, body_changed)
             if result is None:  # streamed: answered, post hooks done
                 return
+            if not req.stream:
+                ctx.redo = lambda: self._chat(req, True)  # type: ignore[assignment,return-value]
         elif req.kind == "embeddings":
             result = await self._embeddings(req)
         else:

@@ -76,9 +76,12 @@ Which requests
     and a read-only plugin's post_response that returns None does not force re-serialization.
 
 Hooks may be plain or ``async`` functions, except ``on_chunk`` and ``on_stream_end``, which run
-per chunk and must be plain. A hook that raises GatewayError answers that error; one that raises
-anything else fails the request with a 500 naming the plugin (in a stream already under way: an
-error event in the client's format, then the end of the stream); the gateway keeps serving.
+per chunk and must be plain. A hook that raises GatewayError answers that error. One that raises
+anything else is a crash, handled by the plugin entry's ``on_error``: ``closed`` (the default)
+fails the request with a 500 naming the plugin (in a stream already under way: an error event in
+the client's format, then the end of the stream); ``open`` logs it, counts it
+(``llmgw.plugins.chain.PLUGIN_ERRORS``) and goes on as if the hook had returned None (a chunk
+passes unchanged). Either way the gateway keeps serving.
 Plugins are named in the config's ``plugins`` list as ``module:Class``, or by an entry-point
 name in the ``llmgw.plugins`` group of an installed package.
 """
