@@ -5,6 +5,7 @@ Each section below belongs to one Rust module (rust/src/<name>.rs); keep them in
 
 import os
 import sys
+from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -467,3 +468,67 @@ class SharedCounters:
 
     def get(self, key: str) -> int:
         """A counter's value; 0 for an unknown key."""
+
+# --- guard (rust/src/guard/) -------------------------------------------------------------------
+
+class PiiDetector:
+    """PII and secret detection (rust/src/guard/pii.rs): one multi-pattern pass, then the
+    candidates' checks (Luhn, IBAN mod-97 and country length, SSN rules, IPv4/IPv6). Immutable and
+    thread-safe: construct once, share; texts from 32 KB up are scanned with the GIL released."""
+
+    def __init__(self, types: Iterable[str] | None = None) -> None:
+        """`types`: any of "email", "phone", "card", "iban", "ssn", "ip", "secret" (None: all).
+        An unknown name raises ValueError naming it; a bare str raises TypeError."""
+
+    def find(self, text: str) -> list[tuple[str, int, int]]:
+        """(type, start, end) in str indices (code points), sorted by start, non-overlapping
+        (longest wins, then secret > iban > card > email > ssn > phone > ip), checksum-validated."""
+
+    def open_block(self, text: str) -> int | None:
+        """str index where an unterminated PEM private-key block begins (BEGIN seen, no END yet)
+        or where an open-ended secret token (sk-..., eyJ..., github_pat_..., ...) still running
+        at the end of `text` begins; None if neither. A stream holds from there."""
+
+    @property
+    def max_span(self) -> int:
+        """Longest match of a bounded pattern of the selected types (chars), and at least the
+        longest marker/prefix open_block needs to see whole. Holding back max_span chars, plus
+        from open_block(text) when it is not None, never releases part of a match."""
+
+    @property
+    def types(self) -> list[str]:
+        """The selected types, in PII_TYPES order."""
+
+    @staticmethod
+    def patterns() -> list[tuple[str, str, str, int | None]]:
+        """The candidate table: (type, pattern name, regex, max length or None if open-ended).
+        Regexes are in the dialect Python's `re` (with re.ASCII) reads the same way."""
+
+    @staticmethod
+    def open_prefixes() -> tuple[list[str], int]:
+        """(prefixes of open-ended secret tokens, marker span) for the pure-Python reference."""
+
+class InjectionDetector:
+    """Prompt-injection scoring (rust/src/guard/injection.rs): weighted signatures over a
+    normalised text (plus leetspeak/ROT13 readings and decoded base64/hex/... runs when present),
+    combined as 1 - Π(1 - w). Immutable and thread-safe."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        """`threshold` in [0, 1] (ValueError otherwise)."""
+
+    def score(self, text: str) -> tuple[float, list[str]]:
+        """(score in [0, 1], attack families whose signatures matched, sorted and distinct)."""
+
+    def is_attack(self, text: str) -> bool:
+        """score(text)[0] >= threshold."""
+
+    @property
+    def threshold(self) -> float: ...
+    @staticmethod
+    def signatures() -> list[tuple[str, float, str]]:
+        """(family, weight, regex); family "_benign" (negative weight) damps the score."""
+
+    @staticmethod
+    def decoder_config() -> tuple[list[str], float, float]:
+        """(decoder patterns: base64, hex, binary, entities, \\u escapes, quoted-printable;
+        leetspeak weight; decoded-payload weight) for the pure-Python reference."""

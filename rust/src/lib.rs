@@ -9,6 +9,7 @@ pub mod tokens;
 pub mod simcache;
 pub mod jsonshape;
 pub mod shm;
+pub mod guard;
 
 #[cfg(feature = "python")]
 mod python;

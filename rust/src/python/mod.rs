@@ -10,6 +10,7 @@ mod tokens;
 mod simcache;
 mod jsonshape;
 mod shm;
+mod guard;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     simcache::register(m)?;
     jsonshape::register(m)?;
     shm::register(m)?;
+    guard::register(m)?;
     Ok(())
 }

@@ -1,0 +1,1 @@
+"""Guardrails: PII/secret redaction and prompt-injection blocking (detectors in `detect`)."""
