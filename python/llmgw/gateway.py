@@ -117,6 +117,14 @@ class Gateway:
         elif config.auth_keys:
             take(lambda p: p.spec is None and isinstance(p.instance, ApiKeyAuth) and p.instance.keys == config.auth_keys,
                  lambda: instantiate(ApiKeyAuth, "auth", {"keys": config.auth_keys}))
+        if config.guardrails is not None:  # after authentication, before the user's plugins
+            from llmgw.config import PluginSpec
+            from llmgw.guardrails.plugin import Guardrails
+
+            guard = config.guardrails
+            take(lambda p: isinstance(p.instance, Guardrails) and p.instance.same_config(guard),
+                 lambda: instantiate(Guardrails, "guardrails", {"config": guard},
+                                     PluginSpec("llmgw.guardrails:Guardrails", on_error=guard.on_error)))
         for spec in config.plugins:
             take(lambda p, spec=spec: p.spec == spec, lambda spec=spec: load_plugin(spec))
         return plugins, fresh

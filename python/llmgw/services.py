@@ -222,6 +222,7 @@ class _Registry:
         self.stats_sources: dict[str, Callable[[], dict[str, Any]]] = {}
         self.route_paths: frozenset[str] = frozenset()  # exact paths of the routes
         self.route_prefixes: tuple[str, ...] = ()  # literal prefixes of the routes with {params}
+        self.audit_sink: Callable[[str, str, str | None, dict[str, Any]], None] | None = None
 
     def index_routes(self) -> None:
         self.route_paths = frozenset(r.pattern for r in self.routes if r.regex is None)
@@ -336,6 +337,25 @@ class Services:
         for _, q in self._reg.queues:
             out[f"queue:{q.name}"] = q.stats()
         return out
+
+    # -- the audit log ------------------------------------------------------------------------------
+    def set_audit_sink(self, sink: Callable[[str, str, str | None, dict[str, Any]], None]) -> None:
+        """Where `audit` writes (governance registers its audit log)."""
+        self._reg.audit_sink = sink
+
+    def clear_audit_sink(self, sink: Callable[..., None]) -> None:
+        """Remove `sink`, unless another one (a reloaded plugin's) has replaced it already."""
+        if self._reg.audit_sink == sink:
+            self._reg.audit_sink = None
+
+    def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> bool:
+        """Record a policy decision (who, what, about what; never secrets or raw sensitive text)
+        in the audit log; False when no audit log is configured."""
+        sink = self._reg.audit_sink
+        if sink is None:
+            return False
+        sink(actor, action, subject, detail)
+        return True
 
     def track_finish(self, task: asyncio.Task[Any]) -> None:
         reg = self._reg

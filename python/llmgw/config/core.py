@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 
 import yaml
 
+from llmgw.config.guardrails import GuardrailsConfig, parse_guardrails
 from llmgw.config.governance import GovernanceConfig, parse_governance
 from llmgw.config.models import ModelGroup, parse_models
 from llmgw.config.reader import ConfigError, Doc, get, positive, take, url
@@ -100,6 +101,7 @@ class Config:
     auth_keys: tuple[AuthKey, ...] = ()
     path: str | None = None
     governance: GovernanceConfig | None = None
+    guardrails: GuardrailsConfig | None = None
 
 
 def _timeouts(doc: Doc, data: Any, path: str) -> Timeouts:
@@ -176,7 +178,8 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
     data = doc.to_python(node, "") if node is not None else {}
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the file must be a mapping with upstreams: and models:"])
-    take(doc, data, "", {"server": "", "upstreams": "", "models": "", "plugins": "", "auth": "", "governance": ""})
+    take(doc, data, "", {"server": "", "upstreams": "", "models": "", "plugins": "", "auth": "", "governance": "",
+                          "guardrails": ""})
 
     srv = data.get("server") or {}
     if not isinstance(srv, dict):
@@ -258,10 +261,11 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
                 if up not in upstreams:
                     doc.error(f"governance.teams.{team}.upstream_keys.{up}", f"unknown upstream {up!r}",
                               f"Use one of the upstreams: {', '.join(sorted(upstreams))}")
+    guardrails = parse_guardrails(doc, data.get("guardrails"))
     if doc.problems:
         raise ConfigError(doc.problems)
     return Config(server=server, upstreams=upstreams, models=models, plugins=tuple(plugins),
-                  auth_keys=tuple(keys), path=source, governance=governance)
+                  auth_keys=tuple(keys), path=source, governance=governance, guardrails=guardrails)
 
 
 def load_config(path: str | os.PathLike[str], *, providers: ProviderCatalog,

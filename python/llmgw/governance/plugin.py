@@ -191,8 +191,11 @@ class Governance(Plugin):
                                           batch=gov.ledger.batch, interval=gov.ledger.interval)
         register_admin_routes(self, services)
         services.add_stats("governance", self.stats)
+        services.set_audit_sink(self._audit)  # other plugins' decisions (guardrails) go to the same log
 
     async def shutdown(self) -> None:
+        if self.services is not None:
+            self.services.clear_audit_sink(self._audit)
         for q in (self.remote_finish, self.queue, self.audit_queue):
             if q is not None:
                 await q.drain()  # the last rows go out before the store closes
