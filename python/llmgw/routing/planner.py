@@ -25,7 +25,7 @@ import random
 from typing import TYPE_CHECKING, Any, Callable
 
 from llmgw.exchange import RoutePlan, RouteStep
-from llmgw.routing import complexity
+from llmgw.routing.complexity import score as complexity_score
 from llmgw.tokens import context_window, count_chat_tokens
 
 if TYPE_CHECKING:
@@ -319,7 +319,7 @@ def _describe(rule: Rule) -> str:
 
 def _load_scorer(target: str | None) -> Callable[[dict[str, Any]], float]:
     if target is None:
-        return complexity.score
+        return complexity_score
     module, _, attr = target.partition(":")
     fn: Any = importlib.import_module(module)
     for part in attr.split("."):
