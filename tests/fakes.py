@@ -268,5 +268,5 @@ async def run(gw: Gateway, http: FakeHttp, endpoint: Any = CHAT) -> FakeHttp:
 
 
 def plugin(gw: Gateway, index: int = 0) -> Any:
-    """The instance of the gateway's index-th plugin."""
-    return gw.chain.plugins[index].instance
+    """The instance of the gateway's index-th plugin (not counting the built-in observability one)."""
+    return [p for p in gw.chain.plugins if p.name != "observability"][index].instance

@@ -30,8 +30,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or cfg.server.host
     port = args.port if args.port is not None else cfg.server.port
     workers = args.workers or cfg.server.workers
-    print(f"llmgw: serving {len(cfg.models)} model(s) on http://{host}:{port} with {workers} worker(s)", flush=True)
-    return serve(str(Path(args.config).resolve()), host, port, workers)
+    m = cfg.observability.metrics
+    metrics_addr = (m.host or host, m.port) if m.enabled and m.port else None
+    where = f"; metrics on http://{metrics_addr[0]}:{metrics_addr[1]}{m.path}" if metrics_addr else ""
+    print(f"llmgw: serving {len(cfg.models)} model(s) on http://{host}:{port} with {workers} worker(s){where}",
+          flush=True)
+    return serve(str(Path(args.config).resolve()), host, port, workers, metrics_addr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -224,6 +224,7 @@ class Attempt:
     retry: bool = False
     hedge: bool = False
     cancelled: bool = False
+    span_id: bytes = b""  # this attempt's span, sent upstream in `traceparent` (when the request has a trace)
 
     @property
     def ok(self) -> bool:
@@ -330,6 +331,16 @@ class Outcome:
         return max(self.ended - run.ctx.started - run.ctx.upstream_s - run.client_s, 0.0)  # type: ignore[no-any-return]
 
     @property
+    def route(self) -> str:
+        """The API route: the endpoint's path, or the pattern of a plugin's route (`/admin/keys/{id}`)."""
+        run = self._run
+        return run.route[0].pattern if run.route is not None else run.ctx.path  # type: ignore[no-any-return]
+
+    @property
+    def method(self) -> str:
+        return self._run.http.method  # type: ignore[no-any-return]
+
+    @property
     def served_by(self) -> str | None:
         """The upstream whose answer the client got (None for a short-circuit or a failure)."""
         for attempt in reversed(self.attempts):
@@ -378,6 +389,12 @@ class RequestContext:
     # In post_response of a non-streamed chat answer: ask the upstreams again (the same request,
     # the same plan), e.g. once when an answer fails validation. Its attempts join ctx.attempts.
     redo: Callable[[], Awaitable[ChatResponse | GatewayError]] | None = None
+    # The request's W3C trace context (llmgw.observability.tracecontext.TraceContext), set by the
+    # observability plugin when tracing is on or the client sent a traceparent; sent upstream.
+    trace: Any = None
+    # When the request is traced: (plugin name, hook, start, end) perf-counter times of each plugin
+    # hook, filled by the plugin chain, exported as child spans.
+    stages: list[tuple[str, str, float, float]] | None = None
 
     @property
     def route(self) -> RouteStep | None:

@@ -109,6 +109,14 @@ class Gateway:
             plugins.append(new)
             fresh.append(new)
 
+        obs = config.observability
+        if obs.metrics.enabled or obs.access_log.format != "off" or obs.tracing or obs.langfuse:
+            # First: its on_headers reads the trace context before anything else runs, and its
+            # on_finish (reverse order) runs last, seeing what every other plugin recorded.
+            from llmgw.observability.plugin import Observability
+
+            take(lambda p: isinstance(p.instance, Observability) and p.instance.same_config(config),
+                 lambda: instantiate(Observability, "observability", {"config": config}))
         if config.governance is not None:  # keys, limits, budgets, ledger (it also checks auth.keys)
             from llmgw.governance import Governance
 

@@ -58,57 +58,76 @@ def _raise_fd_limit() -> None:
             pass
 
 
-async def _worker_main(sock: socket.socket, config_path: str | None, worker_id: int, workers: int) -> None:
+async def _worker_main(sock: socket.socket, config_path: str | None, worker_id: int, workers: int,
+                       metrics_sock: socket.socket | None) -> None:
     from llmgw.server import App, install_signals
 
     app = App(config_path, worker_id=worker_id, workers=workers)
     stop = asyncio.Event()
     install_signals(app, stop)
-    await app.start(sock)
+    await app.start(sock, metrics_sock)
     await stop.wait()
     log.info("worker %d stopping: draining requests in flight", worker_id)
     await app.stop()
 
 
-def run_worker(sock: socket.socket, config_path: str | None, worker_id: int = 0, workers: int = 1) -> None:
+def run_worker(sock: socket.socket, config_path: str | None, worker_id: int = 0, workers: int = 1,
+               metrics_sock: socket.socket | None = None) -> None:
     """Run one worker on `sock` until SIGTERM/SIGINT (uvloop when available)."""
     _raise_fd_limit()
     try:
         import uvloop
 
-        uvloop.run(_worker_main(sock, config_path, worker_id, workers))
+        uvloop.run(_worker_main(sock, config_path, worker_id, workers, metrics_sock))
     except ImportError:
-        asyncio.run(_worker_main(sock, config_path, worker_id, workers))
+        asyncio.run(_worker_main(sock, config_path, worker_id, workers, metrics_sock))
 
 
-def serve(config_path: str, host: str, port: int, workers: int = 1) -> int:
-    """Bind `host:port` and serve until stopped (see the module docstring)."""
+def serve(config_path: str, host: str, port: int, workers: int = 1,
+          metrics_addr: tuple[str, int] | None = None) -> int:
+    """Bind `host:port` (and `metrics_addr`, observability.metrics.port) and serve until stopped
+    (see the module docstring)."""
     setup_logging()
     sock = _bind(host, port)
+    metrics_sock = _bind(*metrics_addr) if metrics_addr is not None else None
     if workers <= 1:
-        run_worker(sock, config_path)
+        run_worker(sock, config_path, metrics_sock=metrics_sock)
         return 0
-    return _supervise(sock, config_path, workers)
+    return _supervise(sock, config_path, workers, metrics_sock)
 
 
-def _spawn(sock: socket.socket, config_path: str, worker_id: int, workers: int) -> subprocess.Popen[bytes]:
-    fd = sock.fileno()
-    return subprocess.Popen([sys.executable, "-m", "llmgw.serve", "--worker-fd", str(fd), "--config", config_path,
-                             "--worker-id", str(worker_id), "--workers", str(workers)], pass_fds=(fd,))
+def _spawn(sock: socket.socket, config_path: str, worker_id: int, workers: int,
+           metrics_sock: socket.socket | None) -> subprocess.Popen[bytes]:
+    fds = [sock.fileno()]
+    argv = [sys.executable, "-m", "llmgw.serve", "--worker-fd", str(fds[0]), "--config", config_path,
+            "--worker-id", str(worker_id), "--workers", str(workers)]
+    if metrics_sock is not None:
+        fds.append(metrics_sock.fileno())
+        argv += ["--metrics-fd", str(fds[1])]
+    return subprocess.Popen(argv, pass_fds=tuple(fds))
 
 
-def _supervise(sock: socket.socket, config_path: str, workers: int) -> int:
+def _supervise(sock: socket.socket, config_path: str, workers: int, metrics_sock: socket.socket | None) -> int:
+    import shutil
+    import tempfile
+
     from llmgw._core import SharedCounters
     from llmgw.governance.counters import ENV, local_counters_path
+    from llmgw.observability.metrics import DIR_ENV
 
     counters_path = os.environ.get(ENV) or local_counters_path()
     owned = ENV not in os.environ
     if owned:
         SharedCounters(counters_path, create=True)
         os.environ[ENV] = counters_path
+    # Where each worker publishes its metrics for the one that answers a scrape.
+    metrics_dir = tempfile.mkdtemp(prefix="llmgw-metrics-")
+    os.environ[DIR_ENV] = metrics_dir
     try:
-        return _run_children(sock, config_path, workers)
+        return _run_children(sock, config_path, workers, metrics_sock)
     finally:
+        os.environ.pop(DIR_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
         if owned:
             os.environ.pop(ENV, None)
             try:
@@ -117,8 +136,8 @@ def _supervise(sock: socket.socket, config_path: str, workers: int) -> int:
                 pass
 
 
-def _run_children(sock: socket.socket, config_path: str, workers: int) -> int:
-    children = {i: _spawn(sock, config_path, i, workers) for i in range(workers)}
+def _run_children(sock: socket.socket, config_path: str, workers: int, metrics_sock: socket.socket | None) -> int:
+    children = {i: _spawn(sock, config_path, i, workers, metrics_sock) for i in range(workers)}
     stopping = False
     pending_hup = False
 
@@ -145,7 +164,7 @@ def _run_children(sock: socket.socket, config_path: str, workers: int) -> int:
             if child.poll() is not None and not stopping:
                 log.error("worker %d (pid %d) exited with %s; starting a new one", i, child.pid, child.returncode)
                 time.sleep(0.5)
-                children[i] = _spawn(sock, config_path, i, workers)
+                children[i] = _spawn(sock, config_path, i, workers, metrics_sock)
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -166,11 +185,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--worker-id", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--metrics-fd", type=int)
     args = parser.parse_args(argv)
     setup_logging()
     sock = socket.socket(fileno=args.worker_fd)
     sock.setblocking(False)
-    run_worker(sock, args.config, args.worker_id, args.workers)
+    metrics_sock = None
+    if args.metrics_fd is not None:
+        metrics_sock = socket.socket(fileno=args.metrics_fd)
+        metrics_sock.setblocking(False)
+    run_worker(sock, args.config, args.worker_id, args.workers, metrics_sock)
 
 
 if __name__ == "__main__":

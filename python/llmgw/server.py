@@ -58,6 +58,7 @@ class App:
         self.services = Services(worker_id, workers)
         self.gateway: Gateway | None = None
         self.server: HttpServer | None = None
+        self.metrics_server: HttpServer | None = None  # observability.metrics.port
         self._mtime = 0.0
         self._watch: asyncio.Task[None] | None = None
         self._reloading = False
@@ -73,15 +74,20 @@ class App:
         return load_config(self.config_path, providers=registry)
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    async def start(self, sock: Any) -> None:
-        """Load the config, start the plugins, then accept connections on `sock`."""
+    async def start(self, sock: Any, metrics_sock: Any = None) -> None:
+        """Load the config, start the plugins, then accept connections on `sock` (and on
+        `metrics_sock`, the metrics port, when given)."""
         config = self._load()
         self.services._reg.config = config
         gateway = Gateway(config, self.services)
         await gateway.start()
         self.gateway = gateway
         self.server = HttpServer(self.handle, limits_from(config))
+        self.services.add_stats("server", self.server.stats)
         await self.server.start(sock)
+        if metrics_sock is not None:
+            self.metrics_server = HttpServer(self.handle_metrics, limits_from(config))
+            await self.metrics_server.start(metrics_sock)
         if self.config_path:
             self._watch = asyncio.get_running_loop().create_task(self._watch_config())
 
@@ -92,6 +98,8 @@ class App:
             self._watch.cancel()
         if self.server is not None:
             await self.server.shutdown()
+        if self.metrics_server is not None:
+            await self.metrics_server.shutdown()
         if self._retiring:
             await asyncio.wait(list(self._retiring), timeout=30)
         if self.gateway is not None:
@@ -149,6 +157,22 @@ class App:
             await RequestRunner(gw, req, ep).run()
         finally:
             gw.inflight -= 1
+
+    async def handle_metrics(self, req: HttpRequest) -> None:
+        """The metrics port: the routes registered for it (GET /metrics) and /health."""
+        gw = self.gateway
+        assert gw is not None
+        if req.path == "/health" and req.method == "GET":
+            return req.respond(200, JSON_HEADERS, b'{"status":"ok"}')
+        route, params, allowed = self.services.find_route(req.method, req.path, listener="metrics")
+        if route is not None:
+            return await RequestRunner.for_route(gw, req, route, params).run()
+        if allowed:
+            err = GatewayError(405, f"Method {req.method} is not allowed on {req.path}; use "
+                               f"{', '.join(sorted(set(allowed)))}.", code="method_not_allowed")
+        else:
+            err = GatewayError(404, f"Unknown path {req.path}.", code="not_found")
+        respond_error(req, err)
 
     async def _other(self, gw: Gateway, req: HttpRequest) -> None:
         path, method = req.path, req.method

@@ -100,6 +100,7 @@ class _Route:
     handler: RouteHandler
     owner: str | None
     prefix: str = ""  # the literal text before the first {name}: most paths are ruled out by it
+    listener: str = "main"  # "main": the gateway's port; "metrics": observability.metrics.port
 
 
 class RetryLater(Exception):
@@ -225,8 +226,9 @@ class _Registry:
         self.audit_sink: Callable[[str, str, str | None, dict[str, Any]], None] | None = None
 
     def index_routes(self) -> None:
-        self.route_paths = frozenset(r.pattern for r in self.routes if r.regex is None)
-        self.route_prefixes = tuple({r.prefix for r in self.routes if r.regex is not None})
+        main = [r for r in self.routes if r.listener == "main"]
+        self.route_paths = frozenset(r.pattern for r in main if r.regex is None)
+        self.route_prefixes = tuple({r.prefix for r in main if r.regex is not None})
 
 
 class Services:
@@ -276,25 +278,34 @@ class Services:
             kept[name] = factory()
         return kept[name]  # type: ignore[no-any-return]
 
+    def peek(self, name: str) -> Any:
+        """The object kept under `name`, or None (without creating it)."""
+        return self._reg.kept.get(name)
+
     # -- routes -----------------------------------------------------------------------------------
-    def add_route(self, method: str, path: str, handler: RouteHandler) -> None:
+    def add_route(self, method: str, path: str, handler: RouteHandler, *, listener: str = "main") -> None:
         """Serve `method path` with `handler(ctx, RouteRequest) -> RouteResponse` (async). `{name}`
         in the path matches one path segment, given in `request.params`. Removed when the
-        plugin that added it is unloaded."""
+        plugin that added it is unloaded. `listener="metrics"` serves it on the metrics port
+        (observability.metrics.port) instead of the gateway's."""
         regex = None
         if "{" in path:
             regex = re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
-        self._reg.routes.append(_Route(method.upper(), path, regex, handler, self.owner, path.split("{", 1)[0]))
+        self._reg.routes.append(_Route(method.upper(), path, regex, handler, self.owner, path.split("{", 1)[0],
+                                       listener))
         self._reg.index_routes()
 
-    def find_route(self, method: str, path: str) -> tuple[_Route | None, dict[str, str], list[str]]:
-        """The route for (method, path), its params, and the methods the path allows."""
+    def find_route(self, method: str, path: str,
+                   listener: str = "main") -> tuple[_Route | None, dict[str, str], list[str]]:
+        """The route for (method, path) on `listener`, its params, and the methods the path allows."""
         reg = self._reg
-        if path not in reg.route_paths and not path.startswith(reg.route_prefixes):
+        if listener == "main" and path not in reg.route_paths and not path.startswith(reg.route_prefixes):
             return None, {}, []  # every model request: one set lookup and one startswith
         allowed: list[str] = []
         found: tuple[_Route | None, dict[str, str]] = (None, {})
         for route in reg.routes:
+            if route.listener != listener:
+                continue
             if route.regex is None:
                 if route.pattern != path:
                     continue

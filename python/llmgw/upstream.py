@@ -9,6 +9,7 @@ provider or proxy that echoes the request cannot leak the gateway's credentials 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -131,8 +132,12 @@ async def open_response(target: Target, ureq: UpstreamRequest, attempt: Attempt,
     """Send the request; the response once its head says 2xx (its body not read yet). Raises
     UpstreamFailure otherwise (an error body is read, classified and its connection released)."""
     t0 = time.perf_counter()
+    headers = ureq.headers
+    if ctx.trace is not None:  # this attempt becomes the parent of the upstream's own spans
+        attempt.span_id = os.urandom(8)
+        headers = headers + ctx.trace.upstream_headers(attempt.span_id)
     try:
-        resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body,
+        resp = await target.pool.request(ureq.method, ureq.path, headers, ureq.body,
                                          timeout=timeouts or target.timeouts, timing=attempt)
         attempt.status = resp.status
         if resp.status >= 300:

@@ -20,6 +20,7 @@ import yaml
 from llmgw.config.guardrails import GuardrailsConfig, parse_guardrails
 from llmgw.config.governance import GovernanceConfig, parse_governance
 from llmgw.config.models import ModelGroup, parse_models
+from llmgw.config.observability import ObservabilityConfig, parse_observability
 from llmgw.config.reader import ConfigError, Doc, get, positive, take, url
 from llmgw.transport import Timeouts
 
@@ -102,6 +103,7 @@ class Config:
     path: str | None = None
     governance: GovernanceConfig | None = None
     guardrails: GuardrailsConfig | None = None
+    observability: ObservabilityConfig = ObservabilityConfig()
 
 
 def _timeouts(doc: Doc, data: Any, path: str) -> Timeouts:
@@ -179,7 +181,7 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the file must be a mapping with upstreams: and models:"])
     take(doc, data, "", {"server": "", "upstreams": "", "models": "", "plugins": "", "auth": "", "governance": "",
-                          "guardrails": ""})
+                          "guardrails": "", "observability": ""})
 
     srv = data.get("server") or {}
     if not isinstance(srv, dict):
@@ -262,10 +264,12 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
                     doc.error(f"governance.teams.{team}.upstream_keys.{up}", f"unknown upstream {up!r}",
                               f"Use one of the upstreams: {', '.join(sorted(upstreams))}")
     guardrails = parse_guardrails(doc, data.get("guardrails"))
+    observability = parse_observability(doc, data.get("observability"))
     if doc.problems:
         raise ConfigError(doc.problems)
     return Config(server=server, upstreams=upstreams, models=models, plugins=tuple(plugins),
-                  auth_keys=tuple(keys), path=source, governance=governance, guardrails=guardrails)
+                  auth_keys=tuple(keys), path=source, governance=governance, guardrails=guardrails,
+                  observability=observability)
 
 
 def load_config(path: str | os.PathLike[str], *, providers: ProviderCatalog,

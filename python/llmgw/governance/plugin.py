@@ -485,17 +485,7 @@ class Governance(Plugin):
     # -- answers and finish ---------------------------------------------------------------------------------
     def _cost(self, ctx: RequestContext, usage: Any) -> tuple[int | None, str | None]:
         """(micro-dollars, deployment) for the answer the client got; cost None when unpriced."""
-        served = None  # the last attempt an upstream worked on (a cut stream's included)
-        for a in reversed(ctx.attempts):
-            if a.sent and not a.cancelled:
-                served = a.deployment
-                break
-        if usage is None or served is None:  # nothing produced, or a plugin's own answer (a cache hit)
-            return 0, served
-        price = self.prices.for_deployment(served)
-        if price is None:
-            return None, served
-        return math.ceil(PriceBook.cost(price, usage)), served  # whole micro-dollars, as the counters keep them
+        return self.prices.request_cost(ctx.attempts, usage)
 
     def post_response(self, ctx: RequestContext, result: ChatResponse | GatewayError) -> None:
         if isinstance(result, ChatResponse) and not result.streamed and ctx.kind == "chat":
@@ -521,6 +511,7 @@ class Governance(Plugin):
             _, cost, served = known
         else:
             cost, served = self._cost(ctx, usage)
+            meta["gov.cost"] = (usage, cost, served)  # the observability plugin's on_finish runs after this one
         if cost is None:
             self._unpriced(served)
         ops: list[tuple[Any, ...]] = []

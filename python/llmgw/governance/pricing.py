@@ -20,7 +20,7 @@ from llmgw.config import Price
 
 if TYPE_CHECKING:
     from llmgw.config import Config
-    from llmgw.exchange import Usage
+    from llmgw.exchange import Attempt, Usage
 
 __all__ = ["PriceBook", "shipped_prices"]
 
@@ -56,6 +56,23 @@ class PriceBook:
 
     def for_deployment(self, deployment: str) -> Price | None:
         return self._by_deployment.get(deployment)
+
+    def request_cost(self, attempts: list[Attempt], usage: Usage | None) -> tuple[int | None, str | None]:
+        """(whole micro-dollars, deployment) of the answer a request got: the last attempt an
+        upstream worked on (a cut stream's included) at its price. Cost 0 when nothing was
+        produced or no upstream was called (a plugin's own answer: a cache hit); None when the
+        deployment has no price (flagged, never costed as 0)."""
+        served = None
+        for a in reversed(attempts):
+            if a.sent and not a.cancelled:
+                served = a.deployment
+                break
+        if usage is None or served is None:
+            return 0, served
+        price = self._by_deployment.get(served)
+        if price is None:
+            return None, served
+        return math.ceil(self.cost(price, usage)), served
 
     def unpriced(self) -> list[str]:
         """Deployments no price is known for (check-config warns about them)."""

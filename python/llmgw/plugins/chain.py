@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable
 
@@ -128,22 +129,29 @@ class KindChain:
             if p.pre is None:
                 continue
             changed = changed or not p.read_only
+            stages = ctx.stages  # a traced request: each hook's time becomes a span
+            t0 = time.perf_counter() if stages is not None else 0.0
             try:
                 out = p.pre(ctx, req)
                 if p.pre_async:
                     out = await out
             except GatewayError as err:
-                return req, err, changed
+                out = err
             except Exception as exc:
                 if p.fail_open:
                     crashed(p, "pre_request", exc)
-                    continue
-                return req, plugin_crash(p, "pre_request", exc), changed
+                    out = None
+                else:
+                    out = plugin_crash(p, "pre_request", exc)
+            if stages is not None:
+                stages.append((p.name, "pre_request", t0, time.perf_counter()))
+            if isinstance(out, GatewayError):  # refused, or crashed (closed): the short-circuit
+                return req, out, changed
             if out is None:
                 continue
             if isinstance(out, ChatRequest) and not p.read_only:
                 req = out
-            elif isinstance(out, (ChatResponse, GatewayError)):
+            elif isinstance(out, ChatResponse):
                 return req, out, changed
             else:
                 what = "a read-only plugin returned a ChatRequest" if isinstance(out, ChatRequest) else \
@@ -162,6 +170,8 @@ class KindChain:
             if p.post is None:
                 continue
             keep_raw = keep_raw and p.read_only
+            stages = ctx.stages
+            t0 = time.perf_counter() if stages is not None else 0.0
             try:
                 out = p.post(ctx, result)
                 if p.post_async:
@@ -171,6 +181,8 @@ class KindChain:
             except Exception as exc:
                 out = None if p.fail_open and crashed(p, "post_response", exc) else \
                     plugin_crash(p, "post_response", exc)
+            if stages is not None:
+                stages.append((p.name, "post_response", t0, time.perf_counter()))
             if out is not None:
                 if not isinstance(out, (ChatResponse, GatewayError)):
                     what = TypeError(f"returned {type(out).__name__}")

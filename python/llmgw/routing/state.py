@@ -232,6 +232,10 @@ class DeploymentStates:
             state = self._states[key] = DeploymentState(deployment, breaker, budget)
         return state
 
+    def all(self) -> list[DeploymentState]:
+        """Every deployment's state (metrics and the dashboard read them)."""
+        return list(self._states.values())
+
     def keep_only(self, keys: set[DeploymentState]) -> None:
         """Forget the states no configuration uses any more."""
         self._states = {k: v for k, v in self._states.items() if v in keys}

@@ -1,0 +1,400 @@
+"""The observability plugin: metrics, access log, traces and Langfuse from one finish record.
+
+Built in and first in the chain (so its on_finish runs last: it sees what every other plugin
+recorded — governance's cost, the cache's result). Per request it does only this on the request
+path: `on_headers` reads the trace context (when tracing is on or the client sent one),
+`on_finish` builds one `FinishRecord`, adds it to the worker's `MetricsStore` and puts it on the
+queues of the sinks that want it. Formatting lines, encoding spans and posting batches happen in
+background queues. Prompts and answers are collected only when a sink asks for bodies.
+
+Every sink reads the same record; none of them sees a key, an upstream URL or a header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from llmgw.exchange import ChatResponse, Outcome, RequestContext
+from llmgw.governance.pricing import PriceBook
+from llmgw.observability.accesslog import AccessLog
+from llmgw.observability.metrics import DIR_ENV, MetricsStore
+from llmgw.observability.record import AttemptRecord, FinishRecord, StageRecord
+from llmgw.observability.tracecontext import TraceContext
+from llmgw.plugins.api import Plugin
+from llmgw.plugins.chain import PLUGIN_ERRORS
+from llmgw.services import RouteRequest, RouteResponse
+
+if TYPE_CHECKING:
+    from llmgw.config import Config
+    from llmgw.errors import GatewayError
+    from llmgw.exchange import ChatRequest
+    from llmgw.services import Services
+
+__all__ = ["Observability", "redact_value"]
+
+log = logging.getLogger("llmgw")
+
+_MICRO = 1_000_000
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_PARAMS = ("temperature", "max_tokens", "max_completion_tokens", "top_p", "frequency_penalty", "presence_penalty",
+           "seed", "stop", "n")
+_PRICED = frozenset({"chat", "embeddings"})
+_detector: Any = None
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of `value` (text, or messages) with PII and secrets replaced by `[TYPE]` markers,
+    found by the guardrails' detectors."""
+    global _detector
+    if _detector is None:
+        from llmgw.guardrails.detect import PiiDetector
+
+        _detector = PiiDetector()
+    if isinstance(value, str):
+        matches = _detector.find(value)
+        if not matches:
+            return value
+        out, last = [], 0
+        for kind, start, end in matches:
+            out.append(value[last:start])
+            out.append(f"[{kind.upper()}]")
+            last = end
+        out.append(value[last:])
+        return "".join(out)
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_value(v) if k in ("content", "text", "arguments", "input", "output") else v
+                for k, v in value.items()}
+    return value
+
+
+def _answer_text(data: dict[str, Any]) -> str | None:
+    try:
+        message = data["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else None
+
+
+class Observability(Plugin):
+    """See the module docstring. Options: `config` (the gateway's Config)."""
+
+    name = "observability"
+    kinds = frozenset({"chat", "embeddings", "models", "route"})
+    read_only = True
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        obs = config.observability
+        self.config = config
+        self.obs = obs
+        self.prices = PriceBook(config)
+        # upstream name -> (provider, host[:port]): what spans may say about where an attempt went
+        self.upstreams = {name: (up.provider, urlsplit(up.base_url).netloc.rpartition("@")[2])
+                          for name, up in config.upstreams.items()}
+        self.bodies = obs.bodies  # none | redacted | full
+        self.ratio = obs.tracing.sample_ratio if obs.tracing is not None else 0.0
+        self.lf_ratio = obs.langfuse.sample_ratio if obs.langfuse is not None else 0.0
+        self.per_key = obs.metrics.per_key_labels
+        self.store: MetricsStore | None = None
+        self.services: Services | None = None
+        self.log_queue: Any = None
+        self.trace_queue: Any = None
+        self.langfuse_queue: Any = None
+        self.exporters: list[Any] = []
+        self._log: AccessLog | None = None
+        if self.bodies == "none" and obs.tracing is None and obs.langfuse is None:  # nothing to read before the end
+            self.pre_request = None  # type: ignore[assignment]
+            self.post_response = None  # type: ignore[assignment]
+
+    def same_config(self, config: Config) -> bool:
+        c = self.config
+        return (config.observability == c.observability and config.models == c.models
+                and config.governance == c.governance)
+
+    # -- start and stop ----------------------------------------------------------------------------------
+    def startup(self, services: Services) -> None:
+        self.services = services
+        obs = self.obs
+        self.store = store = services.keep("observability.metrics", self._new_store)
+        store.collectors["exporters"] = self._exporter_stats
+        if obs.metrics.enabled:
+            import prometheus_client  # noqa: F401 - imported now, not by the first scrape (~25 ms)
+
+            listener = "metrics" if obs.metrics.port else "main"
+            services.add_route("GET", obs.metrics.path, self._scrape, listener=listener)
+            directory = os.environ.get(DIR_ENV)
+            if directory and services.workers > 1:
+                services.start_task(self._publish(directory), name="observability:publish")
+        if obs.access_log.format != "off":
+            self._log = AccessLog(obs.access_log.format, obs.access_log.destination)
+            self.log_queue = services.queue("access_log", self._log.flush, batch=2000, interval=0.2,
+                                            max_items=100_000)
+        if obs.tracing is not None:
+            from llmgw.observability.otlp import OtlpExporter
+
+            t = obs.tracing
+            exporter = OtlpExporter(t.endpoint, t.headers, service_name=t.service_name, timeout=t.timeout)
+            self.exporters.append(exporter)
+            self.trace_queue = services.queue("traces", exporter.export, batch=t.batch, interval=t.interval,
+                                              max_items=t.max_queue)
+        if obs.langfuse is not None:
+            from llmgw.observability.langfuse import LangfuseExporter
+
+            lf = obs.langfuse
+            lexp = LangfuseExporter(lf.host, lf.public_key, lf.secret_key, timeout=lf.timeout,
+                                    environment=lf.environment, release=lf.release)
+            self.exporters.append(lexp)
+            self.langfuse_queue = services.queue("langfuse", lexp.export, batch=lf.batch, interval=lf.interval,
+                                                 max_items=lf.max_queue)
+
+    def _new_store(self) -> MetricsStore:
+        """The worker's store (kept across reloads), with the collectors that read live state."""
+        store = MetricsStore()
+        services = self.services
+        assert services is not None
+        directory = os.environ.get(DIR_ENV)
+        if directory and services.workers > 1:
+            store.adopt(directory, services.worker_id)
+        store.collectors["services"] = lambda: _collect_services(services)
+        return store
+
+    async def shutdown(self) -> None:
+        if self.store is not None:
+            self.store.collectors.pop("exporters", None)
+        for q in (self.log_queue, self.trace_queue, self.langfuse_queue):  # deliver what is queued, then close
+            if q is not None:
+                await q.drain()
+        for exporter in self.exporters:
+            await exporter.aclose()
+        if self._log is not None:
+            await self._log.aclose()
+
+    async def _publish(self, directory: str) -> None:
+        store, services = self.store, self.services
+        assert store is not None and services is not None
+        while True:
+            try:
+                store.publish(directory, services.worker_id)
+            except OSError as exc:
+                log.warning("metrics: cannot write this worker's snapshot to %s: %s", directory, exc)
+            await services.clock.sleep(1.0)
+
+    async def _scrape(self, ctx: RequestContext, request: RouteRequest) -> RouteResponse:
+        store, services = self.store, self.services
+        assert store is not None and services is not None
+        directory = os.environ.get(DIR_ENV) if services.workers > 1 else None
+        return RouteResponse(store.scrape(directory, services.worker_id), content_type=_PROMETHEUS)
+
+    def _exporter_stats(self) -> list[tuple[str, tuple[str, ...], float]]:
+        out = []
+        for exporter in self.exporters:
+            name = getattr(exporter, "name", type(exporter).__name__)
+            for outcome, n in exporter.stats().items():
+                out.append(("llmgw_export_items_total", (name, outcome), n))
+        if self._log is not None:
+            out.append(("llmgw_export_items_total", ("access_log", "sent"), self._log.lines))
+        return out
+
+    # -- the request path ----------------------------------------------------------------------------
+    def on_headers(self, ctx: RequestContext, headers: dict[str, str]) -> None:
+        if self.obs.tracing is not None:
+            trace = ctx.trace = TraceContext.from_headers(headers, self.ratio)
+            if trace.sampled:
+                ctx.stages = []
+        elif "traceparent" in headers:  # not exporting, but the upstream still joins the client's trace
+            ctx.trace = TraceContext.from_headers(headers, 0.0)
+
+    def pre_request(self, ctx: RequestContext, request: ChatRequest) -> None:
+        if self.bodies != "none":
+            body = request.body
+            value = body.get("messages") if request.kind == "chat" else body.get("input")
+            ctx.metadata["obs.input"] = value
+            if request.stream:
+                ctx.collect_text = True
+        if ctx.stages is not None or self.langfuse_queue is not None:
+            body = request.body
+            ctx.metadata["obs.params"] = {k: body[k] for k in _PARAMS if k in body}
+
+    def post_response(self, ctx: RequestContext, result: ChatResponse | GatewayError) -> None:
+        if not isinstance(result, ChatResponse):
+            return
+        if result.streamed:
+            ctx.metadata["obs.finish"] = result.finish_reason
+            if self.bodies != "none":
+                ctx.metadata["obs.output"] = result.text
+        elif self.bodies != "none" and ctx.kind == "chat":
+            ctx.metadata["obs.output"] = _answer_text(result.data)
+
+    def on_finish(self, ctx: RequestContext, outcome: Outcome) -> None:
+        rec = self.record(ctx, outcome)
+        if self.store is not None:
+            self.count(rec)
+        if self.log_queue is not None:
+            self.log_queue.put(rec)
+        if self.trace_queue is not None and rec.sampled:
+            self.trace_queue.put(rec)
+        if self.langfuse_queue is not None and (self.lf_ratio >= 1.0 or random.random() < self.lf_ratio):
+            self.langfuse_queue.put(rec)
+
+    # -- the record -------------------------------------------------------------------------------------
+    def record(self, ctx: RequestContext, outcome: Outcome) -> FinishRecord:
+        now_ns, now = time.time_ns(), time.perf_counter()
+
+        def wall(t: float) -> int:
+            return now_ns - int((now - t) * 1e9)
+
+        ended = outcome.ended
+        usage = outcome.usage
+        meta = ctx.metadata
+        plan = ctx.plan
+        err = outcome.error
+        attempts = []
+        served = None
+        for a in ctx.attempts:
+            e = a.error
+            step_via = "primary"
+            if plan is not None and plan.fallbacks and any(s.deployment == a.deployment for s in plan.fallbacks) \
+                    and not any(s.deployment == a.deployment for s in plan.primaries):
+                step_via = "fallback"
+            provider, address = self.upstreams.get(a.target, ("", ""))
+            attempts.append(AttemptRecord(
+                a.deployment, a.target, provider, a.model, wall(a.started),
+                wall(a.started + (a.total_s or 0.0)), a.status, e.code if e is not None else None, a.error_class,
+                step_via, a.retry, a.hedge, a.cancelled, a.ttfb_s, a.span_id, address))
+            if e is None and a.status is not None and a.status < 300 and not a.cancelled:
+                served = a
+        known = meta.get("gov.cost")  # governance priced it already (its on_finish ran before this one)
+        if known is not None and known[0] is usage:
+            micro, deployment = known[1], known[2]
+        else:
+            micro, deployment = self.prices.request_cost(ctx.attempts, usage)
+        if served is not None:
+            deployment = served.deployment
+        trace = ctx.trace
+        rec = FinishRecord(
+            ctx.request_id, wall(ctx.started), wall(ended), ended - ctx.started, outcome.ttfb, ctx.upstream_s,
+            outcome.overhead_s, ctx.kind, ctx.dialect, outcome.method, outcome.route, outcome.status, outcome.result,
+            model=ctx.model, group=plan.group if plan is not None else None, deployment=deployment,
+            provider=self.upstreams.get(served.target, ("",))[0] if served is not None else None,
+            response_model=served.model if served is not None else None,
+            error_code=err.code if err is not None else None, error_type=err.type if err is not None else None,
+            error_message=err.message if err is not None else None,
+            key_id=ctx.key_id, key_name=ctx.key_name, user=ctx.user, team=ctx.team,
+            prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+            completion_tokens=usage.completion_tokens if usage is not None else 0,
+            cached_tokens=(usage.cached_tokens or 0) if usage is not None else 0,
+            usage_estimated=outcome.usage_estimated,
+            cost_usd=micro / _MICRO if micro is not None and ctx.kind in _PRICED else None,
+            cache=meta.get("cache"), stream=outcome.streamed, finish_reason=meta.get("obs.finish"),
+            attempts=attempts)
+        if trace is not None:
+            rec.trace_id, rec.span_id, rec.parent_span_id, rec.sampled = (
+                trace.trace_id, trace.span_id, trace.parent_span_id, trace.sampled and self.obs.tracing is not None)
+            if ctx.stages:
+                rec.stages = [StageRecord(f"{name} {hook}", wall(t0), wall(t1), {"llmgw.plugin": name})
+                              for name, hook, t0, t1 in ctx.stages if name != self.name]
+        rec.params = meta.get("obs.params") or {}
+        if self.bodies != "none":
+            value, out = meta.get("obs.input"), meta.get("obs.output")
+            if self.bodies == "redacted":
+                value, out = redact_value(value), redact_value(out)
+            rec.input, rec.output = value, out
+        return rec
+
+    # -- metrics -----------------------------------------------------------------------------------------
+    def count(self, r: FinishRecord) -> None:
+        store = self.store
+        assert store is not None
+        group = r.group or ""
+        deployment = r.deployment or ""
+        inc, observe = store.inc, store.observe
+        inc("llmgw_requests_total", (r.path, group, deployment, str(r.status)))
+        observe("llmgw_request_duration_seconds", (r.path, group), r.duration_s)
+        observe("llmgw_gateway_overhead_seconds", (r.path,), r.overhead_s)
+        if r.stream and r.ttfb_s is not None:
+            observe("llmgw_time_to_first_token_seconds", (group,), r.ttfb_s)
+        if r.prompt_tokens or r.completion_tokens:
+            inc("llmgw_tokens_total", (group, deployment, "input"), r.prompt_tokens)
+            inc("llmgw_tokens_total", (group, deployment, "output"), r.completion_tokens)
+            if r.cached_tokens:
+                inc("llmgw_tokens_total", (group, deployment, "cached"), r.cached_tokens)
+            if r.cost_usd is not None:
+                inc("llmgw_cost_usd_total", (group, deployment), r.cost_usd)
+            else:
+                inc("llmgw_unpriced_requests_total", (group, deployment))
+        if r.cache is not None:
+            inc("llmgw_cache_requests_total", (group, r.cache))
+        previous = None
+        for a in r.attempts:
+            seconds = (a.end_ns - a.start_ns) / 1e9
+            observe("llmgw_upstream_duration_seconds", (group, a.deployment), seconds)
+            if a.error_code is not None and not a.cancelled:
+                inc("llmgw_upstream_failures_total", (group, a.deployment, a.error_code))
+            if previous is not None and previous.error_code is not None:
+                if a.retry:
+                    inc("llmgw_retries_total", (group, a.deployment, previous.error_code))
+                elif a.via == "fallback":
+                    inc("llmgw_fallbacks_total", (group, previous.error_code))
+            previous = a
+        code = r.error_code
+        if code is not None:
+            inc("llmgw_errors_total", (r.path, code))
+            if code == "rate_limit_exceeded":
+                inc("llmgw_rate_limited_total", (group,))
+            elif code == "budget_exceeded":
+                inc("llmgw_budget_blocked_total", (group,))
+        if self.per_key and (r.key_id or r.key_name):
+            key, team = r.key_name or r.key_id or "", r.team or ""
+            inc("llmgw_key_requests_total", (key, team, str(r.status)))
+            if r.prompt_tokens or r.completion_tokens:
+                inc("llmgw_key_tokens_total", (key, team, "input"), r.prompt_tokens)
+                inc("llmgw_key_tokens_total", (key, team, "output"), r.completion_tokens)
+            if r.cost_usd:
+                inc("llmgw_key_cost_usd_total", (key, team), r.cost_usd)
+
+
+def _collect_services(services: Services) -> list[tuple[str, tuple[str, ...], float]]:
+    """What the worker knows outside the finish records: in flight, queues, breakers, guardrails,
+    plugin crashes, governance events."""
+    out: list[tuple[str, tuple[str, ...], float]] = []
+    stats = services.stats()
+    server = stats.get("server")
+    if server:
+        out.append(("llmgw_requests_in_flight", (), server.get("working", 0)))
+        out.append(("llmgw_connections", (), server.get("connections", 0)))
+        for reason in ("overloaded", "too_many_connections", "header_timeout", "body_timeout", "slow_reader"):
+            if server.get(reason):
+                out.append(("llmgw_requests_shed_total", (reason,), server[reason]))
+    for q in services.queues():
+        out.append(("llmgw_queue_depth", (q.name,), q.depth))
+        out.append(("llmgw_queue_dropped_total", (q.name,), q.dropped))
+        out.append(("llmgw_queue_flushed_total", (q.name,), q.flushed))
+        out.append(("llmgw_queue_failures_total", (q.name,), q.failures))
+    for name, n in (stats.get("guardrails") or {}).items():
+        check, _, action = name.partition(".")
+        out.append(("llmgw_guardrail_actions_total", (check, action or "count"), n))
+    for (plugin, hook, mode), n in PLUGIN_ERRORS.items():
+        out.append(("llmgw_plugin_errors_total", (plugin, hook, mode), n))
+    gov = stats.get("governance") or {}
+    for event, n in gov.items():
+        if isinstance(n, (int, float)) and not isinstance(n, bool):
+            out.append(("llmgw_governance_events_total", (event,), n))
+    states = services.peek("routing.states")
+    if states is not None:
+        group_of = {d.name: g.name for g in services.config.models.values() for d in g.deployments}
+        for state in states.all():
+            name = state.deployment.name
+            group = group_of.get(name, "")
+            out.append(("llmgw_deployment_in_flight", (group, name), state.inflight))
+            if state.breaker is not None:
+                for s in ("closed", "half_open", "open"):
+                    out.append(("llmgw_circuit_breaker_state", (group, name, s), 1 if state.breaker.state == s else 0))
+    return out

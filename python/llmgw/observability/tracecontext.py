@@ -1,0 +1,66 @@
+"""W3C Trace Context (`traceparent`, `tracestate`): accepted from the client, sent upstream.
+
+The gateway's request is one span of the client's trace when the client sent a valid
+`traceparent` (its sampled flag decides whether this request is recorded), else the root of a
+new trace (kept with the configured ratio, decided from the trace id so every participant
+agrees). Each upstream attempt gets its own span id, sent upstream as the parent of whatever the
+provider records. An invalid header is ignored (a new trace starts), as the spec asks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["TraceContext", "parse_traceparent"]
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def parse_traceparent(value: str | None) -> tuple[bytes, bytes, bool] | None:
+    """(trace id, parent span id, sampled) from a `traceparent` header, or None if it is not valid
+    (version ff, all-zero ids, wrong lengths or case; a future version's extra fields are allowed)."""
+    if not value:
+        return None
+    m = _TRACEPARENT.fullmatch(value.strip())
+    if m is None:
+        return None
+    version, trace, span, flags = m.groups()
+    if version == "ff" or trace == _ZERO_TRACE or span == _ZERO_SPAN or (version == "00" and len(value.strip()) != 55):
+        return None
+    return bytes.fromhex(trace), bytes.fromhex(span), bool(int(flags, 16) & 1)
+
+
+class TraceContext:
+    """One request's place in a trace (see the module docstring)."""
+
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "sampled", "tracestate", "_flags")
+
+    def __init__(self, trace_id: bytes, parent_span_id: bytes, sampled: bool, tracestate: str | None = None) -> None:
+        self.trace_id = trace_id
+        self.span_id = os.urandom(8)  # the gateway's own span
+        self.parent_span_id = parent_span_id
+        self.sampled = sampled
+        self.tracestate = tracestate
+        self._flags = "01" if sampled else "00"
+
+    @classmethod
+    def from_headers(cls, headers: dict[str, str], ratio: float) -> TraceContext:
+        parsed = parse_traceparent(headers.get("traceparent"))
+        if parsed is not None:
+            trace_id, parent, sampled = parsed
+            state = headers.get("tracestate")
+            return cls(trace_id, parent, sampled, state if state and len(state) <= 512 else None)
+        trace_id = os.urandom(16)
+        # The ratio sampler of the OTel spec: the trace id's low 8 bytes against ratio × 2^64.
+        sampled = ratio >= 1.0 or int.from_bytes(trace_id[8:], "big") < int(ratio * (1 << 64))
+        return cls(trace_id, b"", sampled)
+
+    def upstream_headers(self, span_id: bytes) -> list[tuple[str, str]]:
+        """The headers that make `span_id` (an attempt's span) the parent of the upstream's work."""
+        out = [("traceparent", f"00-{self.trace_id.hex()}-{span_id.hex()}-{self._flags}")]
+        if self.tracestate:
+            out.append(("tracestate", self.tracestate))
+        return out
