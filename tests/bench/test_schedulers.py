@@ -5,7 +5,7 @@ import pytest
 
 from llmgw.bench.client import BenchClient, ChatRequestSpec, RequestResult
 from llmgw.bench.report import build_report
-from llmgw.bench.schedulers import run_closed_loop, run_open_loop, scheduled_count
+from llmgw.bench.schedulers import Tally, run_closed_loop, run_open_loop, scheduled_count
 
 from .conftest import MockOpenAI
 
@@ -123,3 +123,36 @@ def test_schedulers_refuse_unbounded_runs() -> None:
         scheduled_count(10.0, None, None)
     with pytest.raises(ValueError):
         asyncio.run(run_closed_loop(FakeSender(), concurrency=1, requests=None, duration=None))
+
+
+async def test_the_tally_counts_each_result_as_it_ends_not_sent_included() -> None:
+    closed = Tally()
+    t0, results = await run_closed_loop(FakeSender(), concurrency=3, requests=7, duration=None, tally=closed)
+    assert results is closed.results and closed.done == closed.started == 7 and closed.t0 == t0
+    assert closed.failed == 0 and closed.in_flight == 0
+    held = Tally()
+    _, results = await run_open_loop(FakeSender(delay=0.3), rate=100.0, max_in_flight=1, requests=5, duration=None,
+                                     max_send_lag=0.05, tally=held)
+    assert sorted(map(id, held.results)) == sorted(map(id, results))
+    assert held.errors == {"not_sent": 4} and held.failed == 4 and held.in_flight == 0
+
+
+@pytest.mark.parametrize("loop", ["closed", "open"])
+async def test_a_cancelled_run_leaves_the_finished_results_in_the_tally(loop: str) -> None:
+    # Answers take 50 ms; cancelled (Ctrl-C) at 130 ms, so some have finished and some are in flight.
+    sender = FakeSender(delay=0.05)
+    tally = Tally()
+    if loop == "closed":
+        run = run_closed_loop(sender, concurrency=4, requests=None, duration=10.0, tally=tally)
+    else:
+        run = run_open_loop(sender, rate=100.0, max_in_flight=64, requests=None, duration=10.0, max_send_lag=5.0,
+                            tally=tally)
+    task = asyncio.create_task(run)
+    await asyncio.sleep(0.13)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert tally.done > 0 and tally.in_flight > 0
+    assert tally.done + tally.in_flight == len(sender.calls)
+    # Nothing the run started outlives it (the client's pool closes right after).
+    assert asyncio.all_tasks() == {asyncio.current_task()}

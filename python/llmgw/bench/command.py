@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 import orjson
 
-from llmgw.bench.client import CLIENT_NAME, BenchClient, ChatRequestSpec, RequestResult
+from llmgw.bench.client import CLIENT_NAME, BenchClient, ChatRequestSpec
+from llmgw.bench.progress import ProgressLine, final_line, is_terminal
 from llmgw.bench.report import build_report, render_text
-from llmgw.bench.schedulers import run_closed_loop, run_open_loop
+from llmgw.bench.schedulers import Tally, run_closed_loop, run_open_loop, scheduled_count
 
 __all__ = ["add_arguments", "run", "run_async", "DEFAULT_DURATION", "API_KEY_ENV"]
 
@@ -23,6 +25,8 @@ DEFAULT_DURATION = 10.0
 #: real provider key is never sent to an arbitrary --url by accident.
 API_KEY_ENV = "LLMGW_BENCH_API_KEY"
 DEFAULT_PROMPT = "Write one sentence about load testing."
+#: Exit status after Ctrl-C (128 + SIGINT, what a shell reports for an interrupted command).
+EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    out.add_argument("--no-progress", "--quiet", "-q", dest="progress", action="store_false",
+                     help="no progress line on stderr (by default a terminal gets one line redrawn in place, "
+                          "anything else a plain line every --progress-interval seconds)")
+    out.add_argument("--progress-interval", type=float, default=None, metavar="SECONDS",
+                     help="seconds between progress lines when stderr is not a terminal (default 5)")
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -66,10 +75,10 @@ def _validate(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    for name in ("duration", "rate", "timeout"):
+    for name in ("duration", "rate", "timeout", "progress_interval"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be positive, got {value}")
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if args.max_tokens < 0:
@@ -98,29 +107,59 @@ def _spec(args: argparse.Namespace) -> ChatRequestSpec:
     )
 
 
-async def _phase(client: BenchClient, args: argparse.Namespace, *, requests: int | None,
-                 duration: float | None) -> tuple[float, list[RequestResult]]:
+async def _phase(client: BenchClient, args: argparse.Namespace, tally: Tally, progress: ProgressLine | None, *,
+                 label: str, requests: int | None, duration: float | None) -> None:
+    """One phase (warm-up or measured); its results end up in `tally`."""
     if args.rate is not None:
-        return await run_open_loop(client.send, rate=args.rate, max_in_flight=args.max_in_flight,
-                                   requests=requests, duration=duration, max_send_lag=args.timeout)
-    return await run_closed_loop(client.send, concurrency=args.concurrency or 1, requests=requests,
-                                 duration=duration)
+        # Progress targets of an open loop: the scheduled count, and the schedule's length.
+        scheduled = scheduled_count(args.rate, requests, duration)
+        targets: dict[str, Any] = {"requests": scheduled, "duration": scheduled / args.rate}
+    else:
+        targets = {"requests": requests, "duration": duration}
+    with contextlib.nullcontext() if progress is None else progress.watching(tally, label=label, **targets):
+        if args.rate is not None:
+            await run_open_loop(client.send, rate=args.rate, max_in_flight=args.max_in_flight, requests=requests,
+                                duration=duration, max_send_lag=args.timeout, tally=tally)
+        else:
+            await run_closed_loop(client.send, concurrency=args.concurrency or 1, requests=requests,
+                                  duration=duration, tally=tally)
 
 
-async def run_async(args: argparse.Namespace) -> dict[str, Any]:
+async def run_async(args: argparse.Namespace, *, progress: ProgressLine | None = None) -> dict[str, Any]:
     """Run the bench described by parsed `args` on the current event loop; returns the report dict.
 
-    Raises ValueError for invalid options.
+    `progress`, when given, is drawn while the run goes. Cancelling the call cancels the run (no
+    report). Raises ValueError for invalid options.
     """
+    report = await _bench(args, progress, report_when_cancelled=False)
+    assert report is not None  # only a cancelled run has none, and that one raised
+    return report
+
+
+async def _bench(args: argparse.Namespace, progress: ProgressLine | None, *,
+                 report_when_cancelled: bool) -> dict[str, Any] | None:
+    """The run; with `report_when_cancelled` (`run`, where only Ctrl-C cancels it) a cancelled
+    measured phase still gives a report of the requests that had finished, and a cancelled
+    warm-up gives None."""
     _validate(args)
     spec = _spec(args)
     duration = args.duration if args.duration is not None or args.requests is not None else DEFAULT_DURATION
     pool_size = args.max_in_flight if args.rate is not None else (args.concurrency or 1)
     client = BenchClient(spec, max_connections=pool_size)
+    measured: Tally | None = None
+    interrupted = False
     try:
         if args.warmup > 0:
-            await _phase(client, args, requests=None, duration=args.warmup)
-        t0, results = await _phase(client, args, requests=args.requests, duration=duration)
+            await _phase(client, args, Tally(), progress, label="warm-up", requests=None, duration=args.warmup)
+        measured = Tally()
+        await _phase(client, args, measured, progress, label="", requests=args.requests, duration=duration)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not report_when_cancelled or task is None or task.uncancel() > 0:
+            raise
+        if measured is None:
+            return None
+        interrupted = True
     finally:
         await client.aclose()
     run_info = {
@@ -136,8 +175,11 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "max_tokens": spec.max_tokens,
         "client": CLIENT_NAME,
+        # Ctrl-C: the report covers the requests that had finished; those in flight were cancelled.
+        "interrupted": interrupted,
+        "cancelled_in_flight": measured.in_flight,
     }
-    return build_report(run_info, t0, results)
+    return build_report(run_info, measured.t0, measured.results)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -149,18 +191,45 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `llmgw bench` with parsed `args`; prints the report. Exit code: 0 when every request
-    succeeded, 1 when any failed or was not sent, 2 for invalid options."""
+    """Run `llmgw bench` with parsed `args`: progress on stderr while it runs (unless
+    `--no-progress`), then the report on stdout. Exit code: 0 when every request succeeded, 1
+    when any failed or was not sent, 2 for invalid options, 130 after Ctrl-C (the report then
+    covers the requests that had finished; a second Ctrl-C quits at once)."""
+    progress = None
+    if args.progress:
+        terminal = is_terminal(sys.stderr)
+        progress = ProgressLine(sys.stderr, terminal=terminal, interval=None if terminal else args.progress_interval)
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            report = runner.run(run_async(args))
+            # Only Ctrl-C cancels this task (asyncio.Runner's SIGINT handler), hence a report on cancel.
+            report = runner.run(_bench(args, progress, report_when_cancelled=True))
     except ValueError as exc:
+        if progress is not None:
+            progress.finish(None, erase=True)
         print(f"llmgw bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: quit now, without a report
+        if progress is not None:
+            progress.finish(None, erase=True)
+        print("llmgw bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BaseException:
+        if progress is not None:
+            progress.finish(None, erase=True)  # the traceback starts on a clean line
+        raise
+    if report is None:
+        if progress is not None:
+            progress.finish(None, erase=True)
+        print("llmgw bench: interrupted during the warm-up, nothing was measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if progress is not None:
+        progress.finish(final_line(report), erase=is_terminal(sys.stdout))
     if args.json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
     else:
         print(render_text(report))
+    if report["run"]["interrupted"]:
+        return EXIT_INTERRUPTED
     return 0 if report["requests"]["failed"] == 0 else 1
 
 

@@ -93,6 +93,11 @@ def render_text(report: dict[str, Any]) -> str:
     lines = [
         f"llmgw bench: {run['url']}  model={run['model']}  stream={run['stream']}  {load}",
         f"client: {run['client']}   percentiles: {report['percentile_method']}",
+    ]
+    if run.get("interrupted"):
+        lines.append(f"interrupted (Ctrl-C): partial results; {run['cancelled_in_flight']} requests in flight "
+                     "were cancelled and are not counted")
+    lines += [
         f"requests: {req['total']} total, {req['ok']} ok, {req['failed']} failed in {report['elapsed_s']:.2f} s",
         f"throughput: {tp['requests_per_s']:.1f} req/s, " + (
             f"{tp['output_tokens_per_s']:.1f} output tokens/s" if tp["output_tokens_per_s"] is not None
