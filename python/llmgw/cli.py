@@ -89,8 +89,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         else:
             for line in router.explain(name):
                 print(f"  {line}")
+    print(f"  request path: {' -> '.join(_stages(cfg))}")
     for p in cfg.plugins:
-        print(f"  plugin {p.target} options={sorted(p.options)}")
+        print(f"  plugin {p.target} options={sorted(p.options)} (a crash: {'ignored, counted' if p.on_error == 'open' else '500'})")
+    _explain_guardrails(cfg)
+    _explain_observability(cfg)
     gov = cfg.governance
     if gov is None:
         print(f"  client auth: {len(cfg.auth_keys)} key(s)" if cfg.auth_keys
@@ -108,6 +111,79 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  WARNING: no price is known for deployment {d!r}: its requests will be flagged 'unpriced', not "
               "costed (give it a price in governance.prices or the deployment's price)")
     return 0
+
+
+def _stages(cfg: Config) -> list[str]:
+    """The stages a request passes, in order (the plugin chain, then routing)."""
+    obs = cfg.observability
+    out = ["client"]
+    if obs.metrics.enabled or obs.access_log.format != "off" or obs.tracing or obs.langfuse:
+        out.append("observability")
+    if cfg.governance is not None:
+        out.append("governance (keys, limits, budgets)")
+    elif cfg.auth_keys:
+        out.append("auth")
+    if cfg.guardrails is not None:
+        out.append("guardrails")
+    out += [p.target for p in cfg.plugins]
+    out += ["router", "upstreams"]
+    return out
+
+
+def _explain_guardrails(cfg: Config) -> None:
+    g = cfg.guardrails
+    if g is None:
+        return
+    p = g.policy
+    parts = []
+    if p.pii.mode != "off":
+        parts.append(f"PII {p.pii.mode} ({', '.join(p.pii.types)}) on "
+                     f"{' and '.join(w for w, on in (('input', p.pii.input), ('output', p.pii.output)) if on)}")
+    if p.injection.mode != "off":
+        parts.append(f"prompt injection {p.injection.mode} at score >= {p.injection.threshold:g}"
+                     + (f" by {p.injection.classifier}" if p.injection.classifier else ""))
+    if p.limits.max_prompt_tokens or p.limits.max_messages:
+        parts.append(f"prompts up to {p.limits.max_prompt_tokens or 'any'} tokens / {p.limits.max_messages or 'any'} messages")
+    if p.content.block:
+        parts.append(f"{len(p.content.block)} blocked term(s)")
+    if p.json_schema != "off":
+        parts.append(f"json_schema answers validated ({p.json_schema})")
+    overrides = [f"{len(d)} {k}" for k, d in (("model", g.models), ("team", g.teams), ("key", g.keys)) if d]
+    print(f"  guardrails: {'; '.join(parts) or 'nothing enabled'}"
+          + (f"; overrides for {', '.join(overrides)}" if overrides else "")
+          + f"; a failing check {'lets the request through' if g.on_error == 'open' else 'refuses it'}")
+
+
+def _explain_observability(cfg: Config) -> None:
+    from llmgw.observability.export import safe_url
+
+    obs = cfg.observability
+    m = obs.metrics
+    if m.enabled:
+        where = f"port {m.port}" if m.port else "the gateway's port"
+        print(f"  metrics: Prometheus at GET {m.path} on {where}"
+              + ("; per-key labels ON (one series per key)" if m.per_key_labels else "")
+              + "; with several workers one scrape sums them all")
+    else:
+        print("  metrics: off")
+    a = obs.access_log
+    if a.format == "off":
+        print("  access log: off")
+    else:
+        fmt = "readable lines on a terminal, JSON otherwise" if a.format == "auto" else a.format
+        print(f"  access log: one line per request to {a.destination} ({fmt})"
+              + (f"; with request and answer bodies ({a.bodies})" if a.bodies != "none" else ""))
+    t = obs.tracing
+    if t is not None:
+        print(f"  tracing: OTLP/HTTP spans to {safe_url(t.endpoint)}{' (from OTEL_* variables)' if t.from_env else ''}, "
+              f"{t.sample_ratio:.0%} of new traces (a client's traceparent decides for its own), service {t.service_name!r}; "
+              "traceparent sent upstream")
+    else:
+        print("  tracing: off (a client's traceparent is still passed upstream)")
+    lf = obs.langfuse
+    if lf is not None:
+        print(f"  langfuse: a trace per request to {safe_url(lf.host)}, {lf.sample_ratio:.0%} sampled, "
+              f"prompts and answers {'not sent' if lf.bodies == 'none' else lf.bodies}")
 
 
 def _delegate(module: str) -> tuple[Any, Any]:
