@@ -532,3 +532,36 @@ class InjectionDetector:
     def decoder_config() -> tuple[list[str], float, float]:
         """(decoder patterns: base64, hex, binary, entities, \\u escapes, quoted-printable;
         leetspeak weight; decoded-payload weight) for the pure-Python reference."""
+
+# --- otlp (rust/src/otlp.rs) -----------------------------------------------------------------
+
+_OtlpValue = str | bool | int | float | list[str] | list[bool] | list[int] | list[float] | None
+
+def encode_otlp_traces(
+    resource: list[tuple[str, _OtlpValue]] | list[str | _OtlpValue],
+    scope_name: str,
+    scope_version: str,
+    spans: list[tuple],  # type: ignore[type-arg]
+) -> bytes:
+    """An OTLP `ExportTraceServiceRequest` (protobuf, the body of an OTLP/HTTP POST to
+    /v1/traces with content-type application/x-protobuf): one resource with `resource`'s
+    attributes, one instrumentation scope (`scope_name`, `scope_version`), every span in it.
+
+    Each span is a tuple `(trace_id: bytes, span_id: bytes, parent_span_id: bytes, name: str,
+    kind: int, start_ns: int, end_ns: int, status_code: int, status_message: str,
+    attributes: list[tuple[str, value]])`, optionally followed by `flags: int` (W3C trace flags
+    in bits 0-7; 0x100 | 0x200 when the parent is remote, 0x100 alone when it is local).
+    Attributes (the resource's too) may also be one flat list `[key, value, key, value, ...]`:
+    no tuple per attribute, ~4 µs less per request of ~57 attributes; one list must not mix the
+    two spellings (TypeError).
+
+    - trace_id 16 bytes, span_id 8 bytes, parent_span_id 8 bytes or b"" (a root span); a wrong
+      length or an all-zero trace/span id raises ValueError naming the span (index and name);
+    - kind 1 internal, 2 server, 3 client (0..5 accepted); status_code 0 unset, 1 ok, 2 error;
+    - times are Unix epoch nanoseconds (fixed64; negative raises ValueError);
+    - attribute values: str, bool, int (int64; beyond raises ValueError), float, or a list/tuple
+      of those (an array); None values (and None items of an array) are skipped; any other
+      type raises TypeError naming the span and the key.
+    Strs with lone surrogates are encoded with U+FFFD in their place. The output is the
+    canonical proto3 encoding (what protobuf's SerializeToString gives for the same message).
+    """

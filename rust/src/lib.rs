@@ -10,6 +10,7 @@ pub mod simcache;
 pub mod jsonshape;
 pub mod shm;
 pub mod guard;
+pub mod otlp;
 
 #[cfg(feature = "python")]
 mod python;

@@ -11,6 +11,7 @@ mod simcache;
 mod jsonshape;
 mod shm;
 mod guard;
+mod otlp;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -23,5 +24,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     jsonshape::register(m)?;
     shm::register(m)?;
     guard::register(m)?;
+    otlp::register(m)?;
     Ok(())
 }
