@@ -165,10 +165,11 @@ class BackgroundQueue:
             self.busy += 1
             self._last_failed = False
             return False
-        except Exception:
+        except Exception as exc:
             self._last_failed = True
             self.failures += 1
-            log.exception("queue %s: flushing %d items failed; will retry", self.name, len(batch))
+            if not getattr(exc, "already_logged", False):  # an exporter that logs its own failures (once a minute)
+                log.exception("queue %s: flushing %d items failed; will retry", self.name, len(batch))
             return False
         del self._items[: len(batch)]
         self.flushed += len(batch)

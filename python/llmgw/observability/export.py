@@ -26,7 +26,10 @@ log = logging.getLogger("llmgw")
 
 
 class ExportRetry(Exception):
-    """The collector could not take the batch now; keep it and try again later."""
+    """The collector could not take the batch now; keep it and try again later. The exporter
+    has logged it (at most once a minute): the queue does not log it again."""
+
+    already_logged = True
 
 
 def safe_url(url: str) -> str:
