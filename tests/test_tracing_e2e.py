@@ -181,3 +181,19 @@ def test_langfuse_gets_a_trace_and_a_generation_with_redacted_bodies(mock_upstre
     everything = orjson.dumps(lf.batches).decode() + gw.log()
     for secret in (LF_SECRET, CLIENT_KEY, UPSTREAM_KEY, OTLP_TOKEN):
         assert secret not in everything
+
+
+def test_the_example_config_with_the_standard_otel_variables(mock_upstream, otlp, start_gateway):
+    from pathlib import Path
+
+    example = (Path(__file__).resolve().parents[1] / "examples" / "observability.yaml").read_text()
+    gw = start_gateway(example, workers=2, env={"LLMGW_BENCH_UPSTREAM": f"{mock_upstream.url}/v1",
+                                                "LLMGW_BENCH_MODEL": "gpt-4o-mini",
+                                                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+                                                "OTEL_SERVICE_NAME": "edge-gateway"})
+    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+    assert client.chat.completions.create(model="bench", messages=MSG).choices[0].message.content == "Echo: hello traces"
+    spans = otlp.wait_for_spans(2)
+    assert any(s.kind == SERVER and s.name == "chat bench" for s in spans)
+    assert attributes(otlp.exports()[0].resource_spans[0].resource)["service.name"] == "edge-gateway"
+    assert "llmgw_requests_total" in httpx.get(f"{gw.url}/metrics").text
