@@ -565,3 +565,131 @@ def encode_otlp_traces(
     Strs with lone surrogates are encoded with U+FFFD in their place. The output is the
     canonical proto3 encoding (what protobuf's SerializeToString gives for the same message).
     """
+
+# --- telemetry (rust/src/telemetry.rs) -------------------------------------------------------
+
+TELEMETRY_FIELDS: tuple[str, ...]
+"""The names of the finish tuple's 31 items, by position (see `Telemetry.finish`)."""
+TELEMETRY_ATTEMPT_FIELDS: tuple[str, ...]
+"""The names of an attempt tuple's 8 items, by position."""
+
+class Telemetry:
+    """One worker's always-on observability per request, in one call: the Prometheus counts of
+    `Observability.count` (same families, labels, bucket rule and value types as `MetricsStore`)
+    and, when `json_log`, the JSON access-log line of `accesslog.json_fields` (byte for byte what
+    `orjson.dumps(json_fields(record))` writes), buffered until `take_log`.
+
+    Not thread-safe across concurrent calls (use it from the event loop's thread).
+    """
+
+    def __init__(
+        self,
+        *,
+        json_log: bool,
+        latency_bounds: list[float],
+        overhead_bounds: list[float],
+        per_key: bool,
+        max_log_bytes: int = 8 << 20,
+    ) -> None:
+        """`latency_bounds` (metrics.LATENCY_BUCKETS) for llmgw_request_duration_seconds,
+        llmgw_time_to_first_token_seconds and llmgw_upstream_duration_seconds; `overhead_bounds`
+        (metrics.OVERHEAD_BUCKETS) for llmgw_gateway_overhead_seconds; finite and strictly
+        increasing (ValueError otherwise). `per_key`: count the llmgw_key_* families
+        (observability.metrics.per_key_labels). `max_log_bytes`: the most the line buffer holds;
+        a line that would pass it is dropped and counted in `log_dropped`."""
+
+    def finish(self, rec: tuple) -> None:  # type: ignore[type-arg]
+        """Count one finished request and (when `json_log`) append its JSON line and "\\n".
+
+        `rec` is a tuple of exactly 31 items, by position (names in TELEMETRY_FIELDS; the
+        FinishRecord field each one is):
+
+        ==  =================  ===================  =========================================
+         0  request_id         str
+         1  start_ns           int                  Unix epoch ns (int64)
+         2  duration_s         float
+         3  ttfb_s             float | None
+         4  upstream_s         float
+         5  overhead_s         float
+         6  kind               str                  "chat" | "embeddings" | "models" | "route"
+         7  method             str
+         8  path               str                  the route (the `route` label)
+         9  status             int                  what the client got
+        10  result             str
+        11  model              str | None           as the client asked
+        12  group              str | None
+        13  deployment         str | None
+        14  provider           str | None
+        15  error_code         str | None
+        16  key_id             str | None
+        17  key_name           str | None
+        18  user               str | None
+        19  team               str | None
+        20  prompt_tokens      int
+        21  completion_tokens  int
+        22  cached_tokens      int
+        23  usage_estimated    bool                 (truthiness)
+        24  cost_usd           float | None
+        25  cache              str | None           "hit" | "semantic-hit" | "miss"
+        26  stream             bool                 (truthiness)
+        27  trace_id           str | bytes | None   hex text written as given, or the raw
+                                                    bytes written as lowercase hex; empty or
+                                                    None: no "trace_id" key
+        28  attempts           list | tuple         of attempt tuples, below
+        29  input_json         bytes | str | None   ONE already-serialized JSON value (e.g.
+                                                    orjson.dumps(record.input)), embedded as
+                                                    "input" unchanged and unchecked; empty:
+                                                    ValueError
+        30  output             str | None
+        ==  =================  ===================  =========================================
+
+        An attempt tuple has 8 items (names in TELEMETRY_ATTEMPT_FIELDS): (deployment: str,
+        status: int | None, error_code: str | None, seconds: float — `(end_ns - start_ns) / 1e9`,
+        via: str — "primary" | "fallback", retry: bool, hedge: bool, cancelled: bool).
+
+        Counted exactly as `Observability.count` does, including its truthiness (`group or ""`,
+        `key_name or key_id`, `if cost_usd:` for the key cost) and retries/fallbacks counted by
+        the error code of the attempt just before. A wrong item raises TypeError (ValueError for
+        an empty input_json) naming its position and name, and nothing is counted. Strs are read
+        in place (no copies); a str with a lone surrogate is written with U+FFFD in its place.
+        """
+
+    def take_log(self) -> bytes:
+        """The JSON lines appended since the last call (each ends with "\\n"); empties the buffer."""
+
+    def snapshot(self) -> dict[str, dict[str, list[list]]]:  # type: ignore[type-arg]
+        """The counts in `MetricsStore.snapshot()`'s shape: `{"counters": {name: [[labels],
+        value], ...}, "histograms": {name: [[labels], [bucket counts..., +Inf count, sum]], ...},
+        "gauges": {}}` — families in metrics.FAMILIES order, empty ones left out, series in the
+        order first seen; counter values int (float for the *_cost_usd_total families), bucket
+        counts int, sums float. `metrics.merge` and `metrics.render` take it as it is."""
+
+    @property
+    def log_dropped(self) -> int:
+        """Lines dropped because the buffer held `max_log_bytes` already."""
+
+    @property
+    def log_lines(self) -> int:
+        """Lines appended (not dropped) since creation."""
+
+    @property
+    def log_pending(self) -> int:
+        """Bytes waiting for `take_log`."""
+
+    @property
+    def max_log_bytes(self) -> int: ...
+    @property
+    def json_log(self) -> bool:
+        """Whether `finish` writes lines; settable (a reload may turn the JSON log on or off)."""
+
+    @json_log.setter
+    def json_log(self, value: bool) -> None: ...
+    @property
+    def per_key(self) -> bool:
+        """Whether `finish` counts the llmgw_key_* families; settable (a reload may change it)."""
+
+    @per_key.setter
+    def per_key(self, value: bool) -> None: ...
+    @property
+    def series_count(self) -> int:
+        """Series in all families (label cardinality, for memory checks)."""

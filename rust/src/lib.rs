@@ -11,6 +11,7 @@ pub mod jsonshape;
 pub mod shm;
 pub mod guard;
 pub mod otlp;
+pub mod telemetry;
 
 #[cfg(feature = "python")]
 mod python;

@@ -12,6 +12,7 @@ mod jsonshape;
 mod shm;
 mod guard;
 mod otlp;
+mod telemetry;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -25,5 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     shm::register(m)?;
     guard::register(m)?;
     otlp::register(m)?;
+    telemetry::register(m)?;
     Ok(())
 }
