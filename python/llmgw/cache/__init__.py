@@ -1,0 +1,1 @@
+"""Semantic cache: near-miss guards (`nearmiss`) and the defaults measured for them (`defaults`)."""
