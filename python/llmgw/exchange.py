@@ -330,6 +330,21 @@ class Outcome:
         run = self._run
         return max(self.ended - run.ctx.started - run.ctx.upstream_s - run.client_s, 0.0)  # type: ignore[no-any-return]
 
+    def facts(self) -> tuple[int, str, GatewayError | None, Usage | None, bool, bool, float | None, float, str, str]:
+        """(status, result, error, usage, usage_estimated, streamed, ttfb, overhead_s, method,
+        route) in one call: for a hook that reads them all on every request (observability),
+        ten property calls cost it ~2k instructions more."""
+        run = self._run
+        ctx = run.ctx
+        if self._usage is None:
+            self._usage = run.final_usage()
+        usage, estimated = self._usage
+        first = ctx.first_byte_at
+        return (run.status if run.http.responded else 499, run.result, run.error, usage, estimated, run.streamed,
+                first - ctx.started if first is not None else None,
+                max(self.ended - ctx.started - ctx.upstream_s - run.client_s, 0.0), run.http.method,
+                run.route[0].pattern if run.route is not None else ctx.path)
+
     @property
     def route(self) -> str:
         """The API route: the endpoint's path, or the pattern of a plugin's route (`/admin/keys/{id}`)."""
@@ -389,7 +404,7 @@ class RequestContext:
     # In post_response of a non-streamed chat answer: ask the upstreams again (the same request,
     # the same plan), e.g. once when an answer fails validation. Its attempts join ctx.attempts.
     redo: Callable[[], Awaitable[ChatResponse | GatewayError]] | None = None
-    # The request's W3C trace context (llmgw.observability.tracecontext.TraceContext), set by the
+    # The request's W3C trace context (llmgw.tracecontext.TraceContext), set by the
     # observability plugin when tracing is on or the client sent a traceparent; sent upstream.
     trace: Any = None
     # When the request is traced: (plugin name, hook, start, end) perf-counter times of each plugin

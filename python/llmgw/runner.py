@@ -48,6 +48,7 @@ from llmgw.routing.dispatch import MAX_CLIENT_TIMEOUT, clip_timeouts
 from llmgw.services import RouteRequest
 from llmgw.streaming import ChunkPump, PassthroughPump, chunks_as_response, response_as_chunks
 from llmgw.tokens import count_chat_tokens
+from llmgw.tracecontext import TraceContext
 from llmgw.transport import UpstreamError
 from llmgw.upstream import Target, exchange, open_response, transport_failure
 
@@ -170,6 +171,8 @@ class RequestRunner:
         self.chain = gw.chain.for_kind(ep.kind)
         self.ctx = RequestContext(request_id_from(http.headers), http.received_at, kind=ep.kind, dialect=ep.dialect,
                                   client=http.client, path=http.path, services=gw.services)
+        if "traceparent" in http.headers:  # the upstream joins the client's trace (tracing on or not)
+            self.ctx.trace = TraceContext.from_headers(http.headers, 0.0)
         self.req: ChatRequest | None = None
         self.ran: list[LoadedPlugin] = []
         self.status = 0

@@ -9,13 +9,13 @@ provider or proxy that echoes the request cannot leak the gateway's credentials 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from llmgw.errors import UpstreamFailure
+from llmgw.tracecontext import new_span_id
 from llmgw.transport import (
     ConnectError,
     PoolTimeout,
@@ -134,7 +134,7 @@ async def open_response(target: Target, ureq: UpstreamRequest, attempt: Attempt,
     t0 = time.perf_counter()
     headers = ureq.headers
     if ctx.trace is not None:  # this attempt becomes the parent of the upstream's own spans
-        attempt.span_id = os.urandom(8)
+        attempt.span_id = new_span_id()
         headers = headers + ctx.trace.upstream_headers(attempt.span_id)
     try:
         resp = await target.pool.request(ureq.method, ureq.path, headers, ureq.body,

@@ -113,6 +113,18 @@ class AccessLog:
             n = os.write(self.fd, view)
             view = view[n:]
 
+    async def write(self, data: bytes) -> None:
+        """Write formatted lines (the JSON lines Telemetry formats) from a thread."""
+        if data:
+            await asyncio.get_running_loop().run_in_executor(None, self._write, data)
+            self.lines += data.count(b"\n")
+
+    def write_now(self, data: bytes) -> None:
+        """The last lines at shutdown, written before the process goes."""
+        if data:
+            self._write(data)
+            self.lines += data.count(b"\n")
+
     async def flush(self, records: list[FinishRecord]) -> None:
         data = self.format_batch(records)
         await asyncio.get_running_loop().run_in_executor(None, self._write, data)

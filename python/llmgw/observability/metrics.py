@@ -108,6 +108,9 @@ class MetricsStore:
             n: {} for n, (kind, _, _) in FAMILIES.items() if kind == "histogram"}
         self.collectors: dict[str, Callable[[], Collected]] = {}  # by name: a reloaded plugin replaces its own
         self.base: dict[str, Any] | None = None  # a replaced worker's last snapshot
+        # The per-request counts kept in Rust (llmgw._core.Telemetry: the gateway counts there,
+        # `inc`/`observe` here are the reference it is tested against); their snapshot joins ours.
+        self.telemetry: Any = None
 
     # -- counting (the request path) ------------------------------------------------------------------
     def inc(self, name: str, labels: tuple[str, ...], value: float = 1) -> None:
@@ -130,9 +133,13 @@ class MetricsStore:
         counters = {n: [[list(k), v] for k, v in d.items()] for n, d in self.counters.items() if d}
         hists = {n: [[list(k), list(h)] for k, h in d.items()] for n, d in self.histograms.items() if d}
         out: dict[str, Any] = {"counters": counters, "histograms": hists, "gauges": {}}
+        parts = [out]
+        if self.telemetry is not None:
+            parts.append(self.telemetry.snapshot())
         if self.base is not None:
-            out = merge([out, {"counters": self.base.get("counters", {}), "histograms": self.base.get("histograms", {}),
-                               "gauges": {}}])
+            parts.append({"counters": self.base.get("counters", {}), "histograms": self.base.get("histograms", {})})
+        if len(parts) > 1:
+            out = merge(parts)
         for collect in list(self.collectors.values()):
             try:
                 for name, labels, value in collect():

@@ -9,13 +9,20 @@ provider records. An invalid header is ignored (a new trace starts), as the spec
 
 from __future__ import annotations
 
-import os
+import random
 import re
 
-__all__ = ["TraceContext", "parse_traceparent"]
+__all__ = ["TraceContext", "new_span_id", "parse_traceparent"]
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?")
 _ZERO_TRACE = "0" * 32
+_ONE_TRACE = b"\x00" * 15 + b"\x01"
+
+
+def new_span_id() -> bytes:
+    """A random, non-zero span id. Python's Mersenne Twister, as the OpenTelemetry Python SDK
+    uses: ids must be unique, not secret, and os.urandom is a system call per id (~1 µs)."""
+    return random.getrandbits(64).to_bytes(8, "big") or b"\x00" * 7 + b"\x01"
 _ZERO_SPAN = "0" * 16
 
 
@@ -40,7 +47,7 @@ class TraceContext:
 
     def __init__(self, trace_id: bytes, parent_span_id: bytes, sampled: bool, tracestate: str | None = None) -> None:
         self.trace_id = trace_id
-        self.span_id = os.urandom(8)  # the gateway's own span
+        self.span_id = new_span_id()  # the gateway's own span
         self.parent_span_id = parent_span_id
         self.sampled = sampled
         self.tracestate = tracestate
@@ -53,7 +60,7 @@ class TraceContext:
             trace_id, parent, sampled = parsed
             state = headers.get("tracestate")
             return cls(trace_id, parent, sampled, state if state and len(state) <= 512 else None)
-        trace_id = os.urandom(16)
+        trace_id = random.getrandbits(128).to_bytes(16, "big") or _ONE_TRACE
         # The ratio sampler of the OTel spec: the trace id's low 8 bytes against ratio × 2^64.
         sampled = ratio >= 1.0 or int.from_bytes(trace_id[8:], "big") < int(ratio * (1 << 64))
         return cls(trace_id, b"", sampled)
