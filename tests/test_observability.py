@@ -17,7 +17,7 @@ from llmgw.observability.accesslog import AccessLog, json_fields, text_line
 from llmgw.observability.metrics import MetricsStore, merge, render
 from llmgw.observability.plugin import redact_value
 from llmgw.observability.record import AttemptRecord, FinishRecord
-from llmgw.observability.tracecontext import TraceContext, parse_traceparent
+from llmgw.tracecontext import TraceContext, parse_traceparent
 from llmgw.providers import registry
 
 BASE = """
