@@ -197,3 +197,48 @@ auth:
     refused = lines[bad.headers["x-request-id"]]
     assert refused["status"] == 401 and refused["error_code"] == "missing_api_key"
     assert CLIENT_KEY not in gw.log() and UPSTREAM_KEY not in gw.log()
+
+
+def test_serve_on_a_terminal_prints_one_readable_line_per_request(mock_upstream, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from support import free_port
+
+    config = tmp_path / "tty.yaml"
+    config.write_text(f"""
+upstreams:
+  up: {{provider: openai, base_url: "{mock_upstream.url}/v1", api_key: {UPSTREAM_KEY}}}
+models:
+  m: {{upstream: up, model: gpt-4o-mini}}
+""")
+    port = free_port()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "llmgw.cli", "serve", "--config", str(config), "--port", str(port)],
+                            stdout=slave, stderr=subprocess.DEVNULL, start_new_session=True)
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "m", "messages": MSG},
+                       headers={"x-request-id": "tty-1"})
+        assert r.status_code == 200
+        out = b""
+        deadline = time.monotonic() + 5
+        while b"tty-1" not in out and time.monotonic() < deadline:
+            out += os.read(master, 65536)
+        text = out.decode()
+        line = next(x for x in text.splitlines() if "tty-1" in x)
+        assert " 200 POST /v1/chat/completions m " in line and " ms" in line and "tok" in line
+        assert not line.lstrip().startswith("{")  # a person reads it: not JSON
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.close(master)
