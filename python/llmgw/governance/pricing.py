@@ -74,6 +74,11 @@ class PriceBook:
             return None, served
         return math.ceil(self.cost(price, usage)), served
 
+    def per_token(self) -> dict[str, tuple[float, float, float | None]]:
+        """deployment -> (input, output, cached input) micro-USD per token, for the priced ones
+        (what the Rust telemetry costs requests with, the same rule as `request_cost`)."""
+        return {d: (p.input, p.output, p.cached_input) for d, p in self._by_deployment.items() if p is not None}
+
     def unpriced(self) -> list[str]:
         """Deployments no price is known for (check-config warns about them)."""
         return sorted(d for d, p in self._by_deployment.items() if p is None)
