@@ -590,13 +590,87 @@ class Telemetry:
         overhead_bounds: list[float],
         per_key: bool,
         max_log_bytes: int = 8 << 20,
+        prices: dict[str, tuple[float, float, float | None] | None] | None = None,
+        providers: dict[str, str] | None = None,
     ) -> None:
         """`latency_bounds` (metrics.LATENCY_BUCKETS) for llmgw_request_duration_seconds,
         llmgw_time_to_first_token_seconds and llmgw_upstream_duration_seconds; `overhead_bounds`
         (metrics.OVERHEAD_BUCKETS) for llmgw_gateway_overhead_seconds; finite and strictly
         increasing (ValueError otherwise). `per_key`: count the llmgw_key_* families
         (observability.metrics.per_key_labels). `max_log_bytes`: the most the line buffer holds;
-        a line that would pass it is dropped and counted in `log_dropped`."""
+        a line that would pass it is dropped and counted in `log_dropped`. `prices` and
+        `providers`: the tables `finish_request` reads (see `configure`)."""
+
+    def configure(
+        self,
+        *,
+        prices: dict[str, tuple[float, float, float | None] | None] | None = None,
+        providers: dict[str, str] | None = None,
+    ) -> None:
+        """Replace the tables `finish_request` reads (each one given; a reload keeps the object):
+
+        - `prices`: deployment -> (input, output, cached_input or None) in micro-USD per token
+          (USD per 1M tokens: `config.Price` as `PriceBook.for_deployment` gives it), or None for
+          a deployment known to have no price; a deployment not in the table has no price either.
+          Finite numbers (ValueError otherwise).
+        - `providers`: upstream name -> provider name (`config.upstreams[name].provider`); an
+          upstream not in it is written as provider "" (as `Observability.upstreams.get(target,
+          ("", ""))[0]`).
+
+        Both are checked before either is replaced: a wrong table (TypeError, ValueError) changes
+        nothing."""
+
+    def finish_request(
+        self,
+        ctx: object,
+        run: object,
+        ended: float,
+        usage: tuple[object, bool] | None = None,
+        *,
+        now: tuple[int, float] | None = None,
+    ) -> None:
+        """`finish(rec)` for the tuple `Observability.on_finish` builds without log bodies
+        (input_json and output None), read straight from the request's objects:
+
+        - `ctx`: the `exchange.RequestContext` (request_id, started, kind, model, plan — its
+          group, fallbacks and primaries —, attempts, key_id, key_name, user, team, upstream_s,
+          first_byte_at, metadata["cache"] and metadata["gov.cost"], trace.trace_id, path);
+        - `run`: the `runner.RequestRunner` (status, result, error.code, streamed, client_s,
+          route[0].pattern, http.responded, http.method), whose `final_usage()` is called only
+          when `usage` is None and `ctx.usage` is None;
+        - `ended`: `Outcome.ended` (perf_counter seconds);
+        - `usage`: `(usage, usage_estimated)` when the caller has it (`Outcome._usage`).
+
+        Derived as `Outcome.facts()` and `on_finish` do: status 499 unless `run.http.responded`;
+        the route is `run.route[0].pattern`, else `ctx.path`; the served attempt is the last one
+        without an error, with a status < 300, not cancelled (its deployment names the request, its
+        upstream the provider); the cost is `metadata["gov.cost"]` when its usage `is` this usage,
+        else `PriceBook.request_cost` from `prices` (the last attempt sent and not cancelled; 0 with
+        no usage or no such attempt; None when its deployment has no price), written as cost_usd for
+        kinds "chat" and "embeddings"; an attempt is "fallback" when the plan names its deployment
+        among its fallbacks and not among its primaries. start_ns is `time.time_ns() -
+        int((time.perf_counter() - ctx.started) * 1e9)` with both clocks read in this call
+        (CLOCK_REALTIME and CLOCK_MONOTONIC, perf_counter's clock on Linux), or `now` =
+        `(time_ns, perf_counter)` when given.
+
+        Attributes are read where `__slots__` keeps them (one type and version check per read,
+        as CPython's own LOAD_ATTR does), falling back to getattr for anything else, so any
+        object with these attributes works. A wrong type raises TypeError naming the attribute
+        (`ctx.user must be a str or None, not int`) and nothing is counted; a str with a lone
+        surrogate is written with U+FFFD in its place, as `finish` does.
+        """
+
+    @property
+    def slot_reads_known(self) -> int:
+        """How many (read site, type) pairs `finish_request` reads at a slot's offset."""
+
+    @property
+    def prices_count(self) -> int:
+        """Deployments in the prices table."""
+
+    @property
+    def providers_count(self) -> int:
+        """Upstreams in the providers table."""
 
     def finish(self, rec: tuple) -> None:  # type: ignore[type-arg]
         """Count one finished request and (when `json_log`) append its JSON line and "\\n".

@@ -12,15 +12,19 @@
 //! - [`write_json_line`]: the object `json_fields(record)` gives, byte for byte what orjson writes
 //!   for it (same keys, order, rounding, float spelling and string escapes).
 //! - [`LineBuffer`]: lines waiting to be written, bounded; what does not fit is dropped and counted.
+//! - [`request`]: what `finish_request` derives from the request's objects as the Python did
+//!   (the answer's price from a [`Catalog`], the timings, the wall-clock start).
 
 use std::fmt;
 
 pub mod json;
 pub mod metrics;
+pub mod request;
 
 pub use json::{civil_from_days, ms, round3, round3_exact, write_f64, write_int, write_json_line, write_ms, write_str,
     write_ts, IntBuf, LineBuffer};
 pub use metrics::{Buckets, Count, Counter, Family, Histogram, Metrics, Series, COUNTERS, HISTOGRAMS};
+pub use request::{Catalog, Price};
 
 // --- the record -------------------------------------------------------------------------------------
 

@@ -570,3 +570,60 @@ fn telemetry_cost() {
         println!("pure Rust finish, json_log={json_log}: {:.3} µs per request (best of 200 x {N})", best * 1e6);
     }
 }
+
+// --- what finish_request derives (request.rs) -----------------------------------------------------
+
+#[test]
+fn telemetry_price_is_pricebook_cost_in_float_steps() {
+    let p = Price { input: 2.5, output: 10.0, cached_input: Some(1.25) };
+    // PriceBook.cost: fresh * input + cached * cached_input + completion * output
+    assert_eq!(p.cost(1000, 200, 400), 600.0 * 2.5 + 400.0 * 1.25 + 200.0 * 10.0);
+    // more cached than prompt tokens: no fresh ones (max(prompt - cached, 0))
+    assert_eq!(p.cost(10, 0, 40), 40.0 * 1.25);
+    // no cached price: cached tokens at the input price
+    let plain = Price { cached_input: None, ..p };
+    assert_eq!(plain.cost(1000, 0, 400), 1000.0 * 2.5);
+    // the extremes do not overflow the subtraction
+    assert_eq!(plain.cost(i64::MIN, 0, i64::MAX), i64::MAX as f64 * 2.5);
+    // 0.1 * 3 is 0.30000000000000004 in f64, as in Python: the sum is not rounded before the ceil
+    let tenth = Price { input: 0.1, output: 0.0, cached_input: None };
+    assert_eq!(tenth.cost(3, 0, 0), 0.1 * 3.0);
+}
+
+#[test]
+fn telemetry_catalog_prices_deployments_and_names_providers() {
+    let mut c = Catalog::default();
+    c.set_prices([("east", Some(Price { input: 2.5, output: 10.0, cached_input: None })), ("odd", None)]);
+    c.set_providers([("up", "openai")]);
+    // math.ceil of 7 * 2.5 + 3 * 10 = 47.5
+    assert_eq!(c.micro("east", 7, 3, 0), Some(48.0));
+    assert_eq!(c.micro("odd", 7, 3, 0), None, "known to have no price");
+    assert_eq!(c.micro("nowhere", 7, 3, 0), None, "unknown: no price");
+    assert_eq!(c.micro("east", 0, 0, 0), Some(0.0));
+    assert_eq!((c.provider("up"), c.provider("other")), ("openai", ""));
+    assert_eq!((c.prices_len(), c.providers_len()), (2, 1));
+    c.set_prices([]);
+    assert_eq!((c.micro("east", 7, 3, 0), c.prices_len()), (None, 0));
+}
+
+#[test]
+fn telemetry_derived_timings_follow_python() {
+    use request::{overhead, py_max0, seconds_of_ns, wall_start_ns};
+    // max(x, 0.0) keeps x unless 0.0 > x: -0.0 and NaN stay as they are
+    assert_eq!(py_max0(-1.0), 0.0);
+    assert!(py_max0(-0.0).is_sign_negative());
+    assert!(py_max0(f64::NAN).is_nan());
+    assert_eq!(overhead(10.0, 9.0, 0.25, 0.5), 10.0 - 9.0 - 0.25 - 0.5);
+    assert_eq!(overhead(10.0, 9.0, 2.0, 0.0), 0.0);
+    // now_ns - int((now - started) * 1e9): int() truncates toward zero
+    // (values from CPython: (5.0 - 4.9999999975) * 1e9 == 2.5000002068509275)
+    assert_eq!(wall_start_ns(1_000_000_000_000, 5.0, 4.9999999975), 1_000_000_000_000 - 2);
+    assert_eq!(wall_start_ns(1_000, 5.0, 5.0000000025), 1_000 + 2);
+    assert_eq!(wall_start_ns(1_000_000_000_000, 5.0, 4.5), 1_000_000_000_000 - 500_000_000);
+    // _PyTime_AsSecondsDouble: whole seconds exactly, else ns / 1e9
+    assert_eq!(seconds_of_ns(3_000_000_000), 3.0);
+    assert_eq!(seconds_of_ns(123_456_789_012_345), 123_456_789_012_345_f64 / 1e9);
+    let (wall, mono) = request::now();
+    let (wall2, mono2) = request::now();
+    assert!(wall > 1_700_000_000_000_000_000 && mono > 0.0 && wall2 >= wall && mono2 >= mono);
+}
