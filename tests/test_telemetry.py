@@ -308,27 +308,16 @@ def catalog(config: Any) -> dict[str, Any]:
     return {"prices": PriceBook(config).per_token(), "providers": PROVIDERS}
 
 
-class _Tuples:
-    def __init__(self) -> None:
-        self.got: list[tuple[Any, ...]] = []
-
-    def finish(self, rec: tuple[Any, ...]) -> None:
-        self.got.append(rec)
-
-
 def reference_tuple(config: Any, ctx: Any, outcome: Any) -> tuple[Any, ...]:
-    """The tuple `Observability.on_finish` builds for this request (no log bodies), at NOW."""
+    """The tuple of the Python path (`Observability._fields`, no log bodies), at NOW."""
     obs = Observability(config)
     obs.upstreams = {name: (provider, "") for name, provider in PROVIDERS.items()}
-    obs.telemetry = out = _Tuples()
     clock = obs_plugin.time
     obs_plugin.time = SimpleNamespace(time_ns=lambda: NOW[0], perf_counter=lambda: NOW[1])  # type: ignore[assignment]
     try:
-        obs.on_finish(ctx, outcome)
+        return obs._fields(ctx, outcome)
     finally:
         obs_plugin.time = clock
-    [rec] = out.got
-    return rec
 
 
 def assert_same(gw: Any, expect: int = 1) -> list[dict[str, Any]]:

@@ -141,6 +141,7 @@ class Observability(Plugin):
         store.collectors["exporters"] = self._exporter_stats
         self.telemetry = tel = store.telemetry
         tel.per_key = obs.metrics.per_key_labels
+        tel.configure(prices=self.prices.per_token(), providers={n: p for n, (p, _) in self.upstreams.items()})
         tel.json_log = False
         if obs.metrics.enabled:
             import prometheus_client  # noqa: F401 - imported now, not by the first scrape (~25 ms)
@@ -270,49 +271,17 @@ class Observability(Plugin):
             ctx.metadata["obs.output"] = _answer_text(result.data)
 
     def on_finish(self, ctx: RequestContext, outcome: Outcome) -> None:
-        """Count the request and log it in one Rust call; build the full record only for the
-        sinks that sample it (traces, Langfuse) or a terminal's readable line. Every request
-        pays for this method: it reads each fact once, with no helper calls on the common path
-        (callgrind: ~30k instructions per request became ~NNk)."""
-        status, result, err, usage, estimated, streamed, ttfb, overhead, method, route = outcome.facts()
-        now_ns, now = time.time_ns(), time.perf_counter()
-        plan, trace, meta, attempts = ctx.plan, ctx.trace, ctx.metadata, ctx.attempts
-        served = deployment = None
-        micro: int | None = 0
-        rows = []
-        if attempts:
-            primary_only = plan is None or not plan.fallbacks
-            for a in attempts:
-                e = a.error
-                if e is None and a.status is not None and a.status < 300 and not a.cancelled:
-                    served = a
-                rows.append((a.deployment, a.status, e.code if e is not None else None, a.total_s or 0.0,
-                             "primary" if primary_only else self._via(plan, a), a.retry, a.hedge, a.cancelled))
-            known = meta.get("gov.cost")  # governance priced it already (its on_finish ran before this one)
-            if known is not None and known[0] is usage:
-                micro, deployment = known[1], known[2]
-            else:
-                micro, deployment = self.prices.request_cost(attempts, usage)
-            if served is not None:
-                deployment = served.deployment
-        kind = ctx.kind
+        """Count the request and log it in one Rust call that reads the context and the runner
+        itself (callgrind: 15.7k instructions with the JSON line, against 38.6k when Python built
+        the 31 fields for it); build the full record only for the sinks that sample it (traces,
+        Langfuse) or a terminal's readable line."""
         if self.log_bodies == "none":
-            body_in = body_out = None
+            self.telemetry.finish_request(ctx, outcome._run, outcome.ended, outcome._usage)
         else:
-            body_in, body_out = self._bodies(ctx, self.log_bodies)
-            body_in = _json(body_in)
-        self.telemetry.finish((
-            ctx.request_id, now_ns - int((now - ctx.started) * 1e9), outcome.ended - ctx.started, ttfb,
-            ctx.upstream_s, overhead, kind, method, route, status, result, ctx.model,
-            plan.group if plan is not None else None, deployment,
-            self.upstreams.get(served.target, _NOWHERE)[0] if served is not None else None,
-            err.code if err is not None else None, ctx.key_id, ctx.key_name, ctx.user, ctx.team,
-            usage.prompt_tokens if usage is not None else 0, usage.completion_tokens if usage is not None else 0,
-            (usage.cached_tokens or 0) if usage is not None else 0, estimated,
-            micro / _MICRO if micro is not None and kind in _PRICED else None, meta.get("cache"), streamed,
-            trace.trace_id if trace is not None else None, rows, body_in, body_out))
+            self.telemetry.finish(self._fields(ctx, outcome))
         if self.log_queue is not None:
             self.log_queue.put(self.record(ctx, outcome, self.log_bodies))
+        trace = ctx.trace
         traced = self.trace_queue is not None and trace is not None and trace.sampled
         to_langfuse = self.langfuse_queue is not None and (self.lf_ratio >= 1.0 or random.random() < self.lf_ratio)
         if traced or to_langfuse:
@@ -321,6 +290,28 @@ class Observability(Plugin):
                 self.trace_queue.put(rec)
             if to_langfuse:
                 self.langfuse_queue.put(rec)
+
+    def _fields(self, ctx: RequestContext, outcome: Outcome) -> tuple[Any, ...]:
+        """The 31 fields of `Telemetry.finish` (llmgw._core.TELEMETRY_FIELDS), with the log's
+        bodies: the Python path `finish_request` is tested against."""
+        status, result, err, usage, estimated, streamed, ttfb, overhead, method, route = outcome.facts()
+        now_ns, now = time.time_ns(), time.perf_counter()
+        plan, trace, meta, attempts = ctx.plan, ctx.trace, ctx.metadata, ctx.attempts
+        served, deployment, micro = self._served(ctx, usage) if attempts else (None, None, 0)
+        rows = [(a.deployment, a.status, a.error.code if a.error is not None else None, a.total_s or 0.0,
+                 self._via(plan, a), a.retry, a.hedge, a.cancelled) for a in attempts]
+        kind = ctx.kind
+        body_in, body_out = self._bodies(ctx, self.log_bodies)
+        return (
+            ctx.request_id, now_ns - int((now - ctx.started) * 1e9), outcome.ended - ctx.started, ttfb,
+            ctx.upstream_s, overhead, kind, method, route, status, result, ctx.model,
+            plan.group if plan is not None else None, deployment,
+            self.upstreams.get(served.target, _NOWHERE)[0] if served is not None else None,
+            err.code if err is not None else None, ctx.key_id, ctx.key_name, ctx.user, ctx.team,
+            usage.prompt_tokens if usage is not None else 0, usage.completion_tokens if usage is not None else 0,
+            (usage.cached_tokens or 0) if usage is not None else 0, estimated,
+            micro / _MICRO if micro is not None and kind in _PRICED else None, meta.get("cache"), streamed,
+            trace.trace_id if trace is not None else None, rows, _json(body_in), body_out)
 
     # -- the record -------------------------------------------------------------------------------------
     def _served(self, ctx: RequestContext, usage: Any) -> tuple[Any, str | None, int | None]:
