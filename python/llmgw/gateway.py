@@ -25,6 +25,7 @@ from llmgw.providers import registry
 from llmgw.routing import DeploymentStates, Dispatcher, Router
 from llmgw.routing.shadow import ShadowTraffic
 from llmgw.services import Services
+from llmgw.tracecontext import Sampler
 from llmgw.transport import Transport, UpstreamPool
 from llmgw.upstream import Scrubber, Target
 
@@ -91,6 +92,8 @@ class Gateway:
             secrets += [k for per_upstream in team_keys.values() for k in per_upstream.values()]
         self.scrub = Scrubber(secrets)
         self.body_limits = BodyLimits(config.server.max_body_bytes, config.server.max_json_depth)
+        tracing = config.observability.tracing
+        self.tracer = Sampler(tracing.sample_ratio) if tracing is not None else None
 
     @staticmethod
     def _plugins(config: Config, previous: Gateway | None) -> tuple[list[LoadedPlugin], list[LoadedPlugin]]:

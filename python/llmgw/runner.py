@@ -171,7 +171,11 @@ class RequestRunner:
         self.chain = gw.chain.for_kind(ep.kind)
         self.ctx = RequestContext(request_id_from(http.headers), http.received_at, kind=ep.kind, dialect=ep.dialect,
                                   client=http.client, path=http.path, services=gw.services)
-        if "traceparent" in http.headers:  # the upstream joins the client's trace (tracing on or not)
+        if gw.tracer is not None:  # tracing on: join the client's trace or start one (sampled by ratio)
+            trace = self.ctx.trace = gw.tracer.start(http.headers)
+            if trace.sampled:
+                self.ctx.stages = []  # the plugin chain times each hook: child spans
+        elif "traceparent" in http.headers:  # tracing off: the upstream still joins the client's trace
             self.ctx.trace = TraceContext.from_headers(http.headers, 0.0)
         self.req: ChatRequest | None = None
         self.ran: list[LoadedPlugin] = []

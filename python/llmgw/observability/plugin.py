@@ -31,7 +31,6 @@ from llmgw.observability.record import AttemptRecord, FinishRecord, StageRecord
 from llmgw.plugins.api import Plugin
 from llmgw.plugins.chain import PLUGIN_ERRORS
 from llmgw.services import RouteRequest, RouteResponse
-from llmgw.tracecontext import TraceContext
 
 if TYPE_CHECKING:
     from llmgw.config import Config
@@ -83,6 +82,19 @@ def _json(value: Any) -> bytes | None:
     return None if value is None else orjson.dumps(value)
 
 
+def _params(run: Any) -> dict[str, Any]:
+    """The sampling parameters the client sent (temperature, max_tokens, ...), for spans."""
+    req = run.req
+    body = req.body if req is not None else None
+    return {k: body[k] for k in _PARAMS if k in body} if isinstance(body, dict) else {}
+
+
+def _finish_reason(run: Any) -> str | None:
+    """A streamed answer's finish reason, as the stream pump read it."""
+    pump = run.pump
+    return getattr(pump, "finish_reason", None) if pump is not None else None
+
+
 def _answer_text(data: dict[str, Any]) -> str | None:
     try:
         message = data["choices"][0]["message"]
@@ -122,9 +134,9 @@ class Observability(Plugin):
         self.langfuse_queue: Any = None
         self.exporters: list[Any] = []
         self._log: AccessLog | None = None
-        if obs.tracing is None:  # a client's traceparent is still passed upstream (the runner reads it)
-            self.on_headers = None  # type: ignore[assignment]
-        if self.bodies == "none" and obs.tracing is None and obs.langfuse is None:  # nothing to read before the end
+        # Trace contexts are started by the runner (gateway.tracer); the hooks below only collect
+        # bodies, and are left out when no sink wants them.
+        if self.bodies == "none":
             self.pre_request = None  # type: ignore[assignment]
             self.post_response = None  # type: ignore[assignment]
 
@@ -243,31 +255,18 @@ class Observability(Plugin):
         return out
 
     # -- the request path ----------------------------------------------------------------------------
-    def on_headers(self, ctx: RequestContext, headers: dict[str, str]) -> None:
-        """Tracing on: join the client's trace or start one (sampled by ratio)."""
-        trace = ctx.trace = TraceContext.from_headers(headers, self.ratio)
-        if trace.sampled:
-            ctx.stages = []
-
     def pre_request(self, ctx: RequestContext, request: ChatRequest) -> None:
-        if self.bodies != "none":
-            body = request.body
-            value = body.get("messages") if request.kind == "chat" else body.get("input")
-            ctx.metadata["obs.input"] = value
-            if request.stream:
-                ctx.collect_text = True
-        if ctx.stages is not None or self.langfuse_queue is not None:
-            body = request.body
-            ctx.metadata["obs.params"] = {k: body[k] for k in _PARAMS if k in body}
+        body = request.body
+        ctx.metadata["obs.input"] = body.get("messages") if request.kind == "chat" else body.get("input")
+        if request.stream:
+            ctx.collect_text = True
 
     def post_response(self, ctx: RequestContext, result: ChatResponse | GatewayError) -> None:
         if not isinstance(result, ChatResponse):
             return
         if result.streamed:
-            ctx.metadata["obs.finish"] = result.finish_reason
-            if self.bodies != "none":
-                ctx.metadata["obs.output"] = result.text
-        elif self.bodies != "none" and ctx.kind == "chat":
+            ctx.metadata["obs.output"] = result.text
+        elif ctx.kind == "chat":
             ctx.metadata["obs.output"] = _answer_text(result.data)
 
     def on_finish(self, ctx: RequestContext, outcome: Outcome) -> None:
@@ -381,8 +380,8 @@ class Observability(Plugin):
             cached_tokens=(usage.cached_tokens or 0) if usage is not None else 0,
             usage_estimated=outcome.usage_estimated,
             cost_usd=micro / _MICRO if micro is not None and ctx.kind in _PRICED else None,
-            cache=meta.get("cache"), stream=outcome.streamed, finish_reason=meta.get("obs.finish"),
-            attempts=attempts, params=meta.get("obs.params") or {})
+            cache=meta.get("cache"), stream=outcome.streamed, finish_reason=_finish_reason(outcome._run),
+            attempts=attempts, params=_params(outcome._run))
         if trace is not None:
             rec.trace_id, rec.span_id, rec.parent_span_id, rec.sampled = (
                 trace.trace_id, trace.span_id, trace.parent_span_id, trace.sampled and self.obs.tracing is not None)
