@@ -11,7 +11,7 @@
         headers: {authorization: "Bearer ${OTEL_TOKEN}"}   # default $OTEL_EXPORTER_OTLP_(TRACES_)HEADERS
         service_name: llmgw         # default $OTEL_SERVICE_NAME
         sample_ratio: 1.0           # share of new traces kept; a client's traceparent decides for its own
-        batch: 512                  # spans' requests per export, seconds between exports, queue bound
+        batch: 256                  # spans' requests per export, seconds between exports, queue bound
         interval: 1.0
         max_queue: 20000
       langfuse:                     # a trace with a generation per request (keys default to the
@@ -60,7 +60,7 @@ class TracingConfig:
     service_name: str = "llmgw"
     sample_ratio: float = 1.0
     timeout: float = 10.0
-    batch: int = 512
+    batch: int = 256  # traced requests per export: one Rust encode of 256 holds the event loop ~0.7 ms
     interval: float = 1.0
     max_queue: int = 20_000
     from_env: bool = False  # configured by OTEL_* variables, not by the file

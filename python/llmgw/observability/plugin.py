@@ -1,13 +1,14 @@
-"""The observability plugin: metrics, access log, traces and Langfuse from one finish record.
+"""The observability plugin: metrics, access log, traces and Langfuse.
 
 Built in and first in the chain (so its on_finish runs last: it sees what every other plugin
-recorded — governance's cost, the cache's result). Per request it does only this on the request
-path: `on_headers` reads the trace context (when tracing is on or the client sent one),
-`on_finish` builds one `FinishRecord`, adds it to the worker's `MetricsStore` and puts it on the
-queues of the sinks that want it. Formatting lines, encoding spans and posting batches happen in
-background queues. Prompts and answers are collected only when a sink asks for bodies.
+recorded — governance's cost, the cache's result). On the request path it does one thing per
+request: `on_finish` hands the context and the runner to `Telemetry.finish_request` (Rust), which
+counts the metrics and formats the JSON access-log line. Only requests a sink samples (a trace,
+Langfuse) or a terminal's readable line get a full `FinishRecord`, queued for background export.
+The trace context itself is started by the runner (`Gateway.tracer`). Prompts and answers are
+collected (pre_request / post_response) only when a sink asks for bodies.
 
-Every sink reads the same record; none of them sees a key, an upstream URL or a header.
+No sink sees a key, an upstream URL or a header.
 """
 
 from __future__ import annotations
@@ -123,7 +124,6 @@ class Observability(Plugin):
         self.bodies = obs.bodies  # what must be collected: the most any sink wants (none | redacted | full)
         self.log_bodies = obs.access_log.bodies if obs.access_log.format != "off" else "none"
         self.lf_bodies = obs.langfuse.bodies if obs.langfuse is not None else "none"
-        self.ratio = obs.tracing.sample_ratio if obs.tracing is not None else 0.0
         self.lf_ratio = obs.langfuse.sample_ratio if obs.langfuse is not None else 0.0
         self.per_key = obs.metrics.per_key_labels
         self.store: MetricsStore | None = None
