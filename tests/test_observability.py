@@ -103,6 +103,16 @@ def test_a_client_traceparent_makes_the_gateway_a_child_span_and_its_flag_decide
     assert parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abc") is not None
 
 
+def test_a_tracestate_that_is_not_printable_ascii_is_not_passed_on():
+    ctx = TraceContext.from_headers({"traceparent": TP, "tracestate": "a=b\u00e9"}, ratio=1.0)
+    assert ctx.tracestate is None and len(ctx.upstream_headers(b"\x01" * 8)) == 1
+
+
+def test_text_lines_do_not_pass_control_characters_to_the_terminal():
+    line = text_line(record(model="evil\x1b[2J\x07"))
+    assert "\x1b" not in line and "\x07" not in line and "evil?[2J?" in line
+
+
 def test_new_traces_are_sampled_by_ratio():
     kept = sum(TraceContext.from_headers({}, 0.3).sampled for _ in range(4000))
     assert 1000 < kept < 1400

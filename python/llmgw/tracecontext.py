@@ -15,6 +15,7 @@ import re
 __all__ = ["Sampler", "TraceContext", "new_span_id", "parse_traceparent"]
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?")
+_TRACESTATE = re.compile(r"[\x20-\x7e]*")
 _ZERO_TRACE = "0" * 32
 _ONE_TRACE = b"\x00" * 15 + b"\x01"
 
@@ -59,7 +60,9 @@ class TraceContext:
         if parsed is not None:
             trace_id, parent, sampled = parsed
             state = headers.get("tracestate")
-            return cls(trace_id, parent, sampled, state if state and len(state) <= 512 else None)
+            if state and (len(state) > 512 or not _TRACESTATE.fullmatch(state)):
+                state = None  # W3C: printable ASCII list members only; anything else is not passed on
+            return cls(trace_id, parent, sampled, state or None)
         trace_id = random.getrandbits(128).to_bytes(16, "big") or _ONE_TRACE
         # The ratio sampler of the OTel spec: the trace id's low 8 bytes against ratio × 2^64.
         sampled = ratio >= 1.0 or int.from_bytes(trace_id[8:], "big") < int(ratio * (1 << 64))

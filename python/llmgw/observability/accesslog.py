@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -54,10 +55,14 @@ def json_fields(r: FinishRecord) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def text_line(r: FinishRecord) -> str:
-    """A line for people: time, status, route, model → deployment, latency, tokens, cost, who."""
+    """A line for people: time, status, route, model → deployment, latency, tokens, cost, who.
+    Control characters are replaced: a client's model name must not drive the operator's terminal."""
     clock = time.strftime("%H:%M:%S", time.localtime(r.start_ns / 1e9))
-    what = r.model or r.path
+    what = _CONTROL.sub("?", r.model) if r.model else r.path
     if r.deployment and r.deployment != r.model:
         what += f" → {r.deployment}"
     parts = [clock, str(r.status), r.method, r.path, what, f"{r.duration_s * 1000:.1f} ms"]
