@@ -24,7 +24,6 @@ import argparse
 import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run import GATEWAY_CORE, REQUEST_BODY, free_port, pinned, start_upstream, stop_process  # noqa: E402
-from variants import _wait_health, measure  # noqa: E402
+from variants import _wait_health, measure, print_rounds  # noqa: E402
 
 MASTER = "bench-master-key-0123456789abcdef"
 BIG = 10**9
@@ -98,20 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         upstream.stop()
 
-    base = results[VARIANTS[0][0]]
-    print(f"\n{args.rounds} interleaved rounds of {args.seconds:g} s per phase; medians; 'vs passthrough' is the "
-          "median of per-round ratios.\n")
-    print("| variant | req/s, c=32, one core | vs passthrough | CPU per request | p50 / p99, c=1 |")
-    print("|---|---|---|---|---|")
-    for label, _, _ in VARIANTS:
-        rows = results[label]
-        rps = statistics.median(x["rps"] for x in rows)
-        ratio = statistics.median(x["rps"] / b["rps"] for x, b in zip(rows, base))
-        cpu = statistics.median(x["cpu_us"] for x in rows)
-        print(f"| {label} | {rps:,.0f} | {ratio:.1%} | {cpu:.0f} µs | {statistics.median(x['p50_us'] for x in rows):.0f}"
-              f" / {statistics.median(x['p99_us'] for x in rows):.0f} µs |")
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nraw results: {work / 'results.json'}")
+    print_rounds(results, args.rounds, args.seconds, work, "passthrough")
     return 0
 
 

@@ -101,6 +101,27 @@ def measure(url: str, seconds: float, body_file: Path, key: str | None, pid: int
             "cpu_us": cpu}
 
 
+def print_rounds(results: dict[str, list[dict[str, Any]]], rounds: int, seconds: float, work: Path,
+                 base_name: str = "passthrough") -> None:
+    """The table of interleaved rounds (medians; the ratio is the median of per-round ratios to
+    the first variant), and the raw results saved beside the logs."""
+    labels = list(results)
+    base = results[labels[0]]
+    print(f"\n{rounds} interleaved rounds of {seconds:g} s per phase; medians; 'vs {base_name}' is the "
+          "median of per-round ratios.\n")
+    print(f"| variant | req/s, c=32, one core | vs {base_name} | CPU per request | p50 / p99, c=1 |")
+    print("|---|---|---|---|---|")
+    for label in labels:
+        rows = results[label]
+        rps = statistics.median(x["rps"] for x in rows)
+        ratio = statistics.median(x["rps"] / b["rps"] for x, b in zip(rows, base))
+        cpu = statistics.median(x["cpu_us"] for x in rows)
+        print(f"| {label} | {rps:,.0f} | {ratio:.1%} | {cpu:.0f} µs | {statistics.median(x['p50_us'] for x in rows):.0f}"
+              f" / {statistics.median(x['p99_us'] for x in rows):.0f} µs |")
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nraw results: {work / 'results.json'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
