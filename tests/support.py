@@ -26,6 +26,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll `url`/health until it answers 200 (True), `timeout` passes or `proc` exits (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 class GatewayProcess:
     """A running `llmgw serve`; `.url` is its origin, `.base_url` the OpenAI SDK base URL."""
 
@@ -46,19 +61,11 @@ class GatewayProcess:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
+        if not wait_healthy(self.url, timeout, self.proc):
+            self.stop()
+            if self.proc.returncode is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"gateway did not become healthy in {timeout}s:\n{self.log()}")
+            raise RuntimeError(f"gateway did not become healthy in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         if not self._log.closed:

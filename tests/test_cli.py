@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 
-from support import free_port, openai_config
+from support import free_port, openai_config, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,13 +21,7 @@ def test_demo_answers_the_openai_sdk_with_no_api_key():
     proc = subprocess.Popen([sys.executable, "-m", "llmgw.cli", "demo", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", proc=proc)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         resp = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Hello!"}])
         assert resp.choices[0].message.content == "Echo: Hello!"

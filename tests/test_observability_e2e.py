@@ -205,7 +205,7 @@ def test_serve_on_a_terminal_prints_one_readable_line_per_request(mock_upstream,
     import subprocess
     import sys
 
-    from support import free_port
+    from support import free_port, wait_healthy
 
     config = tmp_path / "tty.yaml"
     config.write_text(f"""
@@ -220,13 +220,7 @@ models:
                             stdout=slave, stderr=subprocess.DEVNULL, start_new_session=True)
     os.close(slave)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{port}", proc=proc)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "m", "messages": MSG},
                        headers={"x-request-id": "tty-1"})
         assert r.status_code == 200
