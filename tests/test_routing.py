@@ -444,3 +444,27 @@ async def test_an_open_breaker_hands_over_to_the_fallback_its_failures_named():
         http = await answer(gw, chat())
         assert http.status == 200 and http.json()["choices"][0]["message"]["content"] == "backup"
     assert len(a.requests) == 2, "the open breaker did not spare the refusing primary"
+
+
+class _TimesOutJustBefore(FakePool):
+    """An upstream whose timer, clipped to the deadline, fires 3 ms before the gateway's clock
+    reaches it (as uvloop's millisecond timers on a cached loop time do on a busy loop)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(completion())
+        self.clock = clock
+
+    async def request(self, *args, timeout=None, **kwargs):
+        from llmgw.transport import UpstreamTimeout
+        self.requests.append({})
+        self.clock.advance(timeout.first_byte - 0.003)
+        raise UpstreamTimeout("no response headers in time", phase="first_byte")
+
+
+async def test_an_attempt_timing_out_a_hair_before_the_deadline_is_the_deadline():
+    clock = FakeClock()
+    a, b = _TimesOutJustBefore(clock), FakePool(completion("from backup"))
+    gw = gateway_for(chain_config(extra="    timeout: 0.5"), a=a, b=b, clock=clock)
+    http = await answer(gw, chat())
+    assert http.status == 504 and http.json()["error"]["code"] == "deadline_exceeded"
+    assert len(b.requests) == 0, "a fallback was started with no time left"

@@ -333,8 +333,15 @@ def _skip_trigger(plan: RoutePlan) -> str | None:
     return None
 
 
+# How early an attempt's timer, clipped to the deadline, may fire by the gateway's clock: uvloop
+# schedules timers in whole milliseconds from a loop time cached at the start of each iteration,
+# so on a busy loop the attempt times out before `clock.now()` reaches the deadline. Within this
+# margin the deadline counts as passed (no time is left for another attempt anyway).
+DEADLINE_SLACK = 0.05
+
+
 def _past(clock: Clock, deadline: float | None) -> bool:
-    return deadline is not None and clock.now() >= deadline
+    return deadline is not None and clock.now() >= deadline - DEADLINE_SLACK
 
 
 def _discard(result: Any) -> None:
