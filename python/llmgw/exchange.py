@@ -410,6 +410,10 @@ class RequestContext:
     # When the request is traced: (plugin name, hook, start, end) perf-counter times of each plugin
     # hook, filled by the plugin chain, exported as child spans.
     stages: list[tuple[str, str, float, float]] | None = None
+    # Set by a plugin in pre_request when other requests wait on this one's answer (the cache's
+    # coalescing): if the client leaves, the upstream call still runs to its end (its hooks too),
+    # only the writing to the client stops.
+    keep_upstream: bool = False
 
     @property
     def route(self) -> RouteStep | None:

@@ -94,6 +94,49 @@ class Gateway:
         self.body_limits = BodyLimits(config.server.max_body_bytes, config.server.max_json_depth)
         tracing = config.observability.tracing
         self.tracer = Sampler(tracing.sample_ratio) if tracing is not None else None
+        services.set_model_caller(self.call_model)
+
+    async def call_model(self, model: str, body: dict[str, Any], kind: str = "chat",
+                         timeout: float = 10.0) -> dict[str, Any]:
+        """One non-streamed call to a model group for a plugin (an LLM judge, embeddings): the
+        group's routing, retries and fallbacks and the upstreams' pools, without the plugin
+        chain (no auth, limits or ledger: the plugin's caller is the gateway). Raises
+        GatewayError (UpstreamFailure included) when no deployment answers."""
+        from llmgw.errors import GatewayError
+        from llmgw.exchange import ChatRequest, RequestContext, Usage
+        from llmgw.routing.dispatch import clip_timeouts
+        from llmgw.providers.base import optional_part
+        from llmgw.transport import UpstreamError
+        from llmgw.upstream import exchange, transport_failure
+
+        ctx = RequestContext(f"internal-{id(body):x}", time.perf_counter(), kind=kind, services=self.services)
+        ctx.metadata["client_timeout"] = timeout
+        req = ChatRequest(body={**body, "model": model}, model=model, stream=False, kind=kind)
+        plan = self.router.plan(ctx, req)
+        if plan is None:
+            raise GatewayError(404, f"The model '{model}' does not exist.", code="model_not_found", param="model")
+
+        async def send(step: Any, attempt: Any, deadline: float | None) -> dict[str, Any]:
+            target = self.target(step.target, None)
+            if kind == "chat":
+                ureq = target.adapter.chat_request(req.body, step.model, False, None)
+                read = target.adapter.chat_response
+            else:
+                build, read = optional_part(target.adapter, "embeddings_request"), \
+                    optional_part(target.adapter, "embeddings_response")
+                if build is None or read is None:
+                    raise GatewayError(400, f"Model '{model}' does not support embeddings.", code="embeddings_not_supported")
+                ureq = build(req.body, step.model)
+            raw = await exchange(target, ureq, attempt, ctx, self.scrub,
+                                 clip_timeouts(target.timeouts, deadline, self.clock, False))
+            try:
+                answer = read(raw, model)
+            except UpstreamError as exc:
+                raise transport_failure(exc, target.name, self.scrub) from None
+            attempt.usage = Usage.from_openai(answer.get("usage"))
+            return answer  # type: ignore[no-any-return]
+
+        return await self.dispatcher.run(ctx, plan, send, stream=False)  # type: ignore[no-any-return]
 
     @staticmethod
     def _plugins(config: Config, previous: Gateway | None) -> tuple[list[LoadedPlugin], list[LoadedPlugin]]:
@@ -138,6 +181,14 @@ class Gateway:
                                      PluginSpec("llmgw.guardrails:Guardrails", on_error=guard.on_error)))
         for spec in config.plugins:
             take(lambda p, spec=spec: p.spec == spec, lambda spec=spec: load_plugin(spec))
+        if config.cache is not None:  # last: next to the upstream, after every check and rewrite
+            from llmgw.cache.plugin import Cache
+
+            from llmgw.config import PluginSpec
+
+            # on_error open: a cache that fails is a miss, never a failed request.
+            take(lambda p: isinstance(p.instance, Cache) and p.instance.same_config(config),
+                 lambda: instantiate(Cache, "cache", {"config": config}, PluginSpec("llmgw.cache:Cache", on_error="open")))
         return plugins, fresh
 
     def target(self, name: str, team: str | None) -> Target:

@@ -159,7 +159,7 @@ class RequestRunner:
     """Runs one request (see the module docstring). Create one per request and `await run()`."""
 
     __slots__ = ("gw", "http", "ep", "chain", "ctx", "fmt", "req", "ran", "status", "result", "error",
-                 "streamed", "short_circuit", "pump", "client_s", "route")
+                 "streamed", "short_circuit", "pump", "client_s", "route", "gone")
 
     def __init__(self, gw: Gateway, http: HttpRequest, ep: Endpoint,
                  route: tuple[Any, dict[str, str]] | None = None) -> None:
@@ -177,6 +177,7 @@ class RequestRunner:
                 self.ctx.stages = []  # the plugin chain times each hook: child spans
         elif "traceparent" in http.headers:  # tracing off: the upstream still joins the client's trace
             self.ctx.trace = TraceContext.from_headers(http.headers, 0.0)
+        http.context = self.ctx  # a disconnect cancels this request unless ctx.keep_upstream is set
         self.req: ChatRequest | None = None
         self.ran: list[LoadedPlugin] = []
         self.status = 0
@@ -186,6 +187,7 @@ class RequestRunner:
         self.short_circuit = False
         self.pump: ChunkPump | PassthroughPump | None = None
         self.client_s = 0.0  # time blocked on a slow client (neither upstream nor gateway time)
+        self.gone = False  # the client left while the upstream work went on (ctx.keep_upstream)
 
     @classmethod
     def for_route(cls, gw: Gateway, http: HttpRequest, route: Any, params: dict[str, str]) -> RequestRunner:
@@ -420,9 +422,14 @@ class RequestRunner:
             await self.chain.run_post(ctx, summary, self.ran)
 
     async def _send(self, sink: Any, data: bytes) -> None:
-        if data:
+        if data and not self.gone:
             t0 = time.perf_counter()
-            await sink.send(data)
+            try:
+                await sink.send(data)
+            except ClientGone:
+                if not self.ctx.keep_upstream:
+                    raise
+                self.gone, self.result = True, "client_gone"  # read the rest for those waiting on it
             self.client_s += time.perf_counter() - t0
 
     async def _replay(self, response: ChatResponse) -> None:
@@ -503,6 +510,8 @@ class RequestRunner:
                 raise TypeError("an async chunk source can only answer a streaming request")
             response.data = chunks_as_response(response.chunks)
         body = self.fmt.encode_response(response, req, keep_raw)
+        if ctx.keep_upstream and self.http.disconnected:
+            self.result = "client_gone"
         self.http.respond(response.status, JSON_HEADERS + [("x-request-id", ctx.request_id)] + ctx.response_headers
                           + response.headers, body)
         self.status = response.status

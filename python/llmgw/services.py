@@ -225,6 +225,7 @@ class _Registry:
         self.route_paths: frozenset[str] = frozenset()  # exact paths of the routes
         self.route_prefixes: tuple[str, ...] = ()  # literal prefixes of the routes with {params}
         self.audit_sink: Callable[[str, str, str | None, dict[str, Any]], None] | None = None
+        self.model_caller: Callable[..., Awaitable[dict[str, Any]]] | None = None
 
     def index_routes(self) -> None:
         main = [r for r in self.routes if r.listener == "main"]
@@ -268,6 +269,21 @@ class Services:
         """The configuration now serving (replaced on every successful reload)."""
         assert self._reg.config is not None
         return self._reg.config
+
+    async def call_model(self, model: str, body: dict[str, Any], *, kind: str = "chat",
+                         timeout: float = 10.0) -> dict[str, Any]:
+        """Call a configured model group (kind "chat" or "embeddings", OpenAI-shaped `body`
+        without "model") through the gateway's routing and upstream pools, not through the
+        plugin chain; the OpenAI-shaped answer. Raises GatewayError when no deployment answers
+        within `timeout` seconds. For plugins that need a model: an LLM judge, embeddings."""
+        caller = self._reg.model_caller
+        if caller is None:
+            raise RuntimeError("no gateway is serving yet")
+        return await caller(model, body, kind, timeout)
+
+    def set_model_caller(self, caller: Callable[..., Awaitable[dict[str, Any]]]) -> None:
+        """The gateway serving now registers its `call_model` (the newest configuration wins)."""
+        self._reg.model_caller = caller
 
     # -- state that outlives reloads ----------------------------------------------------------------
     def keep(self, name: str, factory: Callable[[], T]) -> T:

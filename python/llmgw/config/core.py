@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 
 import yaml
 
+from llmgw.config.cache import CacheConfig, parse_cache
 from llmgw.config.guardrails import GuardrailsConfig, parse_guardrails
 from llmgw.config.governance import GovernanceConfig, parse_governance
 from llmgw.config.models import ModelGroup, parse_models
@@ -104,6 +105,7 @@ class Config:
     governance: GovernanceConfig | None = None
     guardrails: GuardrailsConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
+    cache: CacheConfig | None = None
 
 
 def _timeouts(doc: Doc, data: Any, path: str) -> Timeouts:
@@ -181,7 +183,7 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the file must be a mapping with upstreams: and models:"])
     take(doc, data, "", {"server": "", "upstreams": "", "models": "", "plugins": "", "auth": "", "governance": "",
-                          "guardrails": "", "observability": ""})
+                          "guardrails": "", "observability": "", "cache": ""})
 
     srv = data.get("server") or {}
     if not isinstance(srv, dict):
@@ -265,11 +267,22 @@ def parse_config(text: str, *, providers: ProviderCatalog, source: str = "<confi
                               f"Use one of the upstreams: {', '.join(sorted(upstreams))}")
     guardrails = parse_guardrails(doc, data.get("guardrails"))
     observability = parse_observability(doc, data.get("observability"))
+    cache = parse_cache(doc, data.get("cache"))
+    if cache is not None:
+        for name in cache.models:
+            if name not in models:
+                doc.error(f"cache.models.{name}", f"unknown model group {name!r}",
+                          f"Use one of: {', '.join(sorted(models))}")
+        for ref in (cache.semantic.embedder.removeprefix("model:") if cache.semantic and
+                    cache.semantic.embedder.startswith("model:") else None,
+                    cache.semantic.verifier_model if cache.semantic else None):
+            if ref is not None and ref not in models:
+                doc.error("cache.semantic", f"unknown model group {ref!r}", f"Use one of: {', '.join(sorted(models))}")
     if doc.problems:
         raise ConfigError(doc.problems)
     return Config(server=server, upstreams=upstreams, models=models, plugins=tuple(plugins),
                   auth_keys=tuple(keys), path=source, governance=governance, guardrails=guardrails,
-                  observability=observability)
+                  observability=observability, cache=cache)
 
 
 def load_config(path: str | os.PathLike[str], *, providers: ProviderCatalog,

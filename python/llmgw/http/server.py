@@ -116,7 +116,7 @@ class HttpRequest:
     __slots__ = (
         "method", "path", "query", "headers", "client", "received_at", "keep_alive", "http11",
         "responded", "task", "_conn", "_chunks", "_buffered", "_received", "_complete",
-        "_waiter", "_continue", "_stream", "_malformed", "_admitted",
+        "_waiter", "_continue", "_stream", "_malformed", "_admitted", "context",
     )
 
     def __init__(self, conn: HttpConnection, method: str, target: bytes, headers: dict[str, str],
@@ -136,6 +136,7 @@ class HttpRequest:
         self.http11 = http11
         self.responded = False
         self.task: asyncio.Task[None] | None = None
+        self.context: Any = None  # the handler's RequestContext: its keep_upstream says a disconnect must not cancel it
         self._conn = conn
         self._chunks: list[bytes] = []
         self._buffered = 0
@@ -209,6 +210,11 @@ class HttpRequest:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- response -------------------------------------------------------------------------------
+    @property
+    def disconnected(self) -> bool:
+        """The client's connection is closed."""
+        return self._conn.closed
+
     def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         """Send a complete response (one write)."""
         if self.responded:
@@ -408,7 +414,8 @@ class HttpConnection(asyncio.Protocol):
             if not current.responded or (stream is not None and not stream.ended):
                 if exc is not None:
                     server.note("reset", "connections reset by clients mid-request")
-                current.task.cancel()  # the client is gone: stop its work (and its upstream call)
+                if current.context is None or not current.context.keep_upstream:
+                    current.task.cancel()  # the client is gone: stop its work (and its upstream call)
         self.pending.clear()
         drain = self._drain
         if drain is not None and not drain.done():

@@ -87,6 +87,12 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                  ("exporter", "outcome")),
     "llmgw_governance_events_total": ("counter", "Governance events (soft limits, unpriced models, store failures, ...)",
                                       ("event",)),
+    "llmgw_cache_entries": ("gauge", "Cached answers held in memory (each worker holds the shared ones too)", ()),
+    "llmgw_cache_bytes": ("gauge", "Memory the cached answers, prompts and vectors take", ()),
+    "llmgw_cache_saved_usd_total": ("counter", "Upstream cost the cache's hits did not spend, in USD", ()),
+    "llmgw_cache_coalesced_total": ("counter", "Requests that shared an identical request's upstream call", ()),
+    "llmgw_cache_evictions_total": ("counter", "Entries removed before use: evicted (size bounds) or expired (TTL)",
+                                    ("reason",)),
     "llmgw_workers": ("gauge", "Worker processes whose counts this scrape includes", ()),
 }
 _HISTOGRAM_BOUNDS = {"llmgw_gateway_overhead_seconds": OVERHEAD_BUCKETS}

@@ -473,6 +473,13 @@ def _collect_services(services: Services) -> list[tuple[str, tuple[str, ...], fl
     for event, n in gov.items():
         if isinstance(n, (int, float)) and not isinstance(n, bool):
             out.append(("llmgw_governance_events_total", (event,), n))
+    cache = stats.get("cache")
+    if cache:
+        out += [("llmgw_cache_entries", (), cache["entries"]), ("llmgw_cache_bytes", (), cache["bytes"]),
+                ("llmgw_cache_saved_usd_total", (), cache["saved_usd"]),
+                ("llmgw_cache_coalesced_total", (), cache["coalesced"]),
+                ("llmgw_cache_evictions_total", ("evicted",), cache["evicted"]),
+                ("llmgw_cache_evictions_total", ("expired",), cache["expired"])]
     states = services.peek("routing.states")
     if states is not None:
         group_of = {d.name: g.name for g in services.config.models.values() for d in g.deployments}
