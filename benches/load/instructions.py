@@ -9,6 +9,7 @@ Each config is served by one gateway process under `valgrind --tool=callgrind` i
 project's mock upstream, twice: with `--requests` and with a quarter of them; the difference of
 the two totals divided by the difference of the counts is the cost of one request, start-up
 excluded. Requests are sent one at a time on one keep-alive connection (POST, model `bench`).
+`--vary` makes every request's prompt different (for a cache: the miss path, not the hit path).
 """
 
 from __future__ import annotations
@@ -38,7 +39,15 @@ def _total(out_dir: str) -> int:
     return total
 
 
-def run_once(config: Path, upstream: str, requests: int) -> int:
+def _body(i: int, vary: bool) -> bytes:
+    if not vary:
+        return REQUEST_BODY
+    body = json.loads(REQUEST_BODY)
+    body["messages"][-1]["content"] += f" (request {i})"
+    return json.dumps(body).encode()
+
+
+def run_once(config: Path, upstream: str, requests: int, vary: bool = False) -> int:
     port = free_port()
     out_dir = tempfile.mkdtemp(prefix="llmgw-cg-")
     env = {**os.environ, "LLMGW_BENCH_UPSTREAM": upstream, "LLMGW_BENCH_ACCESS_LOG": os.devnull,
@@ -59,8 +68,8 @@ def run_once(config: Path, upstream: str, requests: int) -> int:
                 raise RuntimeError(f"{config} did not start under valgrind") from None
             time.sleep(0.5)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    for _ in range(requests):
-        conn.request("POST", "/v1/chat/completions", REQUEST_BODY, {"content-type": "application/json"})
+    for i in range(requests):
+        conn.request("POST", "/v1/chat/completions", _body(i, vary), {"content-type": "application/json"})
         resp = conn.getresponse()
         resp.read()
         if resp.status != 200:
@@ -75,12 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", type=Path)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--vary", action="store_true", help="a different prompt in every request")
     parser.add_argument("--upstream", default="http://127.0.0.1:18080/v1", help="OpenAI-compatible upstream (nginx mock)")
     args = parser.parse_args(argv)
     few = args.requests // 4
     rows = {}
     for config in args.configs:
-        many_total, few_total = run_once(config, args.upstream, args.requests), run_once(config, args.upstream, few)
+        many_total = run_once(config, args.upstream, args.requests, args.vary)
+        few_total = run_once(config, args.upstream, few, args.vary)
         rows[config.name] = (many_total - few_total) / (args.requests - few)
         print(f"{config.name}: {rows[config.name]:,.0f} instructions per request", flush=True)
     base = next(iter(rows.values()))

@@ -93,6 +93,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for p in cfg.plugins:
         print(f"  plugin {p.target} options={sorted(p.options)} (a crash: {'ignored, counted' if p.on_error == 'open' else '500'})")
     _explain_guardrails(cfg)
+    _explain_cache(cfg)
     _explain_observability(cfg)
     gov = cfg.governance
     if gov is None:
@@ -126,6 +127,8 @@ def _stages(cfg: Config) -> list[str]:
     if cfg.guardrails is not None:
         out.append("guardrails")
     out += [p.target for p in cfg.plugins]
+    if cfg.cache is not None:
+        out.append("cache")
     out += ["router", "upstreams"]
     return out
 
@@ -152,6 +155,38 @@ def _explain_guardrails(cfg: Config) -> None:
     print(f"  guardrails: {'; '.join(parts) or 'nothing enabled'}"
           + (f"; overrides for {', '.join(overrides)}" if overrides else "")
           + f"; a failing check {'lets the request through' if g.on_error == 'open' else 'refuses it'}")
+
+
+def _explain_cache(cfg: Config) -> None:
+    c = cfg.cache
+    if c is None:
+        return
+    from llmgw.cache.defaults import LEXICAL_THRESHOLD, MINILM_THRESHOLD
+    from llmgw.observability.export import safe_url
+
+    p, sem = c.policy, c.semantic
+    layers = ["exact"] if p.exact else []
+    if sem is not None:
+        threshold = p.threshold or (MINILM_THRESHOLD if sem.embedder == "minilm" else LEXICAL_THRESHOLD)
+        embedder = sem.embedder.replace("model:", "embeddings model group ")
+        layers.append(f"semantic ({embedder}, cosine >= {threshold:g}"
+                      + (", near-miss guards" if sem.guards else ", NO near-miss guards")
+                      + (f", verifier {sem.verifier_model or sem.verifier_target}" if sem.verifier_model or
+                         sem.verifier_target else "") + ")")
+    tenant = {"team": "the caller's team" + ("" if cfg.governance or cfg.auth_keys else " (header x-llmgw-team)"),
+              "key": "the caller's key", "user": "the caller's user", "global": "one for everybody"}[p.namespace]
+    if c.redis_url:
+        shared = f"shared through Redis {safe_url(c.redis_url)}"
+    elif c.shared == "off":
+        shared = "not shared between workers"
+    elif c.shared == "auto":
+        shared = "shared between --workers"
+    else:
+        shared = f"shared and kept in {c.shared}"
+    off = [g for g, pol in c.models.items() if not pol.enabled]
+    print(f"  cache: {' then '.join(layers) or 'off'}; namespace = {tenant}; ttl "
+          f"{f'{p.ttl:g}s' if p.ttl else 'none'}, up to {c.max_entries} entries / {c.max_bytes // 2**20} MB per worker; "
+          f"{shared}; coalescing {'on' if c.coalesce else 'off'}" + (f"; off for {', '.join(off)}" if off else ""))
 
 
 def _explain_observability(cfg: Config) -> None:

@@ -210,6 +210,8 @@ class Cache(Plugin):
             state = CacheState(fingerprint, LocalStore(max_entries=cc.max_entries, max_bytes=cc.max_bytes, wall=wall))
             if sem is not None:
                 state.embedder = self._embedder(services, sem.embedder)
+                if not sem.embedder.startswith("model:"):  # load the model now, not on the first request
+                    await state.embedder.aembed(["warm up"])
             state.replicator = self._replicator(services)
             if state.replicator is not None:
                 await state.replicator.start(self._apply_from(state))
