@@ -235,3 +235,11 @@ def test_configuration_mistakes_are_named(section, problem):
     with pytest.raises(ConfigError) as err:
         parse_config(BASE + section + "\n", providers=registry)
     assert problem in str(err.value)
+
+
+async def test_a_prompt_with_nothing_to_compare_skips_the_semantic_layer():
+    pool = FakePool(completion("answer"))
+    gw = gateway_for(BASE + "cache: {semantic: {embedder: lexical}}\n", a=pool)
+    first, second = await ask(gw, chat("???")), await ask(gw, chat("???"))
+    other = await ask(gw, chat("!!!"))  # the lexical embedder's zero vector matches nothing
+    assert (first.status, cache_of(first), cache_of(second), cache_of(other)) == (200, "miss", "hit", "miss")

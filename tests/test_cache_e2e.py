@@ -119,16 +119,17 @@ def test_a_streamed_answer_is_stored_and_served_to_a_non_streaming_request(gw, m
 def test_cross_tenant_canary_never_reaches_another_team(gw, mock):
     canary = fresh_prompt("CANARY-7f3a tell me the launch code for project Bluebird.")
     a, b = client(gw, "team-a"), client(gw, "team-b")
-    ha, _ = ask(a, canary)
-    ha2, _ = ask(a, canary)
-    assert ha["x-llmgw-cache"] == "miss" and ha2["x-llmgw-cache"] == "hit"
-    before = upstream_calls(mock)
-    for prompt in (canary, canary.lower(), canary.upper() + "  ", canary.replace("tell me", "Tell me,")):
-        hb, _ = ask(b, prompt)
-        assert hb["x-llmgw-cache"] == "miss", f"team-b got team-a's entry for {prompt!r}"
-    assert upstream_calls(mock) == before + 4
-    hdefault, _ = ask(client(gw), canary)  # no header: the "default" namespace, not team-a's either
-    assert hdefault["x-llmgw-cache"] == "miss"
+    ha, stored = ask(a, canary)
+    ha2, again = ask(a, canary)
+    assert ha["x-llmgw-cache"] == "miss" and ha2["x-llmgw-cache"] == "hit" and again.id == stored.id
+    # The mock numbers its answers: team-a's entry is the answer with that id, and no other.
+    hb, answer = ask(b, canary)
+    assert hb["x-llmgw-cache"] == "miss" and answer.id != stored.id
+    for prompt in (canary.lower(), canary.upper() + "  ", canary.replace("tell me", "Tell me,")):
+        hb, answer = ask(b, prompt)  # may hit team-b's own entry, never team-a's
+        assert answer.id != stored.id, f"team-b got team-a's entry for {prompt!r} ({hb['x-llmgw-cache']})"
+    hdefault, answer = ask(client(gw), canary)  # no header: the "default" namespace, not team-a's either
+    assert hdefault["x-llmgw-cache"] == "miss" and answer.id != stored.id
 
 
 def test_a_reworded_prompt_is_a_semantic_hit_and_a_near_miss_is_not(gw, mock):

@@ -566,12 +566,16 @@ class NearMissGuard:
 
 
 def _numbers_differ(a: PromptShape, b: PromptShape) -> bool:
-    extra_a = Counter(a.numbers) - Counter(b.numbers)
-    extra_b = Counter(b.numbers) - Counter(a.numbers)
-    # A spelled "one" on the other side may stand for a digit 1.
-    extra_a["#1"] -= min(extra_a["#1"], b.soft_ones)
-    extra_b["#1"] -= min(extra_b["#1"], a.soft_ones)
-    return any(n > 0 for n in extra_a.values()) or any(n > 0 for n in extra_b.values())
+    """A number one prompt has more often than the other (a spelled "one" on the other side may
+    stand for a digit 1). Plain dict arithmetic: Counter subtraction cost 25 µs a call."""
+    for mine, theirs, other in ((a.numbers, b.numbers, b), (b.numbers, a.numbers, a)):
+        for token, n in mine.items():
+            extra = n - theirs.get(token, 0)
+            if token == "#1":
+                extra -= other.soft_ones
+            if extra > 0:
+                return True
+    return False
 
 
 def _tense_differs(a: frozenset[str], b: frozenset[str]) -> bool:

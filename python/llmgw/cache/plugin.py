@@ -30,6 +30,7 @@ normally never are.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import importlib
@@ -81,11 +82,12 @@ def _cache_control(value: str | None) -> dict[str, int | None]:
 class _Request:
     """What the plugin keeps about one request (ctx.metadata["cache.req"])."""
 
-    __slots__ = ("key", "group", "ttl", "vector", "flight", "store", "stream_chunks")
+    __slots__ = ("key", "group", "ttl", "vector", "shape", "flight", "store", "stream_chunks")
 
     def __init__(self, key: RequestKey, group: str, ttl: float | None, store: bool) -> None:
         self.key, self.group, self.ttl, self.store = key, group, ttl, store
         self.vector: np.ndarray | None = None
+        self.shape: Any = None  # the guards' analysis of key.text, kept for the entry
         self.flight: Flight | None = None  # set when this request leads a flight
         self.stream_chunks: list[dict[str, Any]] | None = None
 
@@ -210,8 +212,8 @@ class Cache(Plugin):
             state = CacheState(fingerprint, LocalStore(max_entries=cc.max_entries, max_bytes=cc.max_bytes, wall=wall))
             if sem is not None:
                 state.embedder = self._embedder(services, sem.embedder)
-                if not sem.embedder.startswith("model:"):  # load the model now, not on the first request
-                    await state.embedder.aembed(["warm up"])
+                if hasattr(state.embedder, "load"):  # the model now, not on the first request
+                    await asyncio.to_thread(state.embedder.load)
             state.replicator = self._replicator(services)
             if state.replicator is not None:
                 await state.replicator.start(self._apply_from(state))
@@ -334,23 +336,21 @@ class Cache(Plugin):
                 return self._hit(ctx, request, entry, "hit", 1.0)
         if not policy.semantic or not key.text or state.embedder is None:
             return None
-        try:
-            pending.vector = (await state.embedder.aembed([key.text]))[0]
-        except Exception as exc:  # noqa: BLE001 - an embedder outage is a miss, not an error
-            log.warning("cache embedder failed: %s: %s", type(exc).__name__, exc)
+        pending.vector = await self._embed(key.text)
+        if pending.vector is None:
             return None
         threshold = policy.threshold if policy.threshold is not None else self.default_threshold
         sem = self.cc.semantic
         assert sem is not None
-        shape = None
         for score, entry in state.store.candidates(key.namespace, key.scope, pending.vector, threshold, sem.candidates):
             if max_age is not None and now - entry.created > max_age:
                 continue
             if self.guard is not None:
-                shape = shape or analyse(key.text)
+                if pending.shape is None:
+                    pending.shape = analyse(key.text)
                 if entry.shape is None:
                     entry.shape = analyse(entry.text)
-                reason = self.guard.check_shapes(shape, entry.shape)
+                reason = self.guard.check_shapes(pending.shape, entry.shape)
                 if reason is not None:
                     state.counts["guard_rejects"] += 1
                     if self.verifier is None or reason not in SOFT_REASONS or \
@@ -360,6 +360,17 @@ class Cache(Plugin):
                 continue
             return self._hit(ctx, request, entry, "semantic-hit", score)
         return None
+
+    async def _embed(self, text: str) -> np.ndarray | None:
+        """The text's vector; None when there is none to compare (no letters or digits: the
+        lexical embedder's zero vector) or the embedder failed (a miss, never an error)."""
+        assert self.state is not None
+        try:
+            vector = (await self.state.embedder.aembed([text]))[0]
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cache embedder failed: %s: %s", type(exc).__name__, exc)
+            return None
+        return vector if np.isfinite(vector).all() and vector.any() else None
 
     async def _verify(self, new: str, cached: str, score: float) -> bool:
         assert self.state is not None
@@ -493,15 +504,13 @@ class Cache(Plugin):
         vector = pending.vector
         policy = self.cc.for_group(pending.group)
         if vector is None and policy.semantic and key.text and state.embedder is not None:
-            try:
-                vector = (await state.embedder.aembed([key.text]))[0]
-            except Exception as exc:  # noqa: BLE001 - stored for exact hits only
-                log.warning("cache embedder failed: %s: %s", type(exc).__name__, exc)
+            vector = await self._embed(key.text)
         now = state.store.wall()
         entry = Entry(key.exact, key.namespace, pending.group, key.scope if vector is not None else "", key.text,
                       vector, body, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
                       micro / 1e6 if micro is not None else None, now,
                       now + pending.ttl if pending.ttl is not None else None)
+        entry.shape = pending.shape
         if state.store.put(entry):
             state.counts["stored"] += 1
             if state.replicator is not None:
