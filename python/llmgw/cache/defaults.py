@@ -15,8 +15,8 @@ heldout: 36.5% (19/52) and 0.0% (0/52). Cosine alone at 0.50 lets 94% of heldout
 hit, and below 0.97 it hits more near-misses than paraphrases at every threshold."""
 
 MINILM_THRESHOLD = 0.60
-"""all-MiniLM-L6-v2 (measured with the numpy reference in benches/cache_quality.py, which
-reproduces sentence-transformers to 4 decimals). Tune: 45.5% / 0.0%; heldout: 36.5% (19/52) /
+"""all-MiniLM-L6-v2 (`llmgw.cache.minilm`, which reproduces sentence-transformers to 4
+decimals). Tune: 45.5% / 0.0%; heldout: 36.5% (19/52) /
 0.0% (0/52). Cosine alone at 0.60 lets 98% of heldout near-misses hit; at 0.90, where it keeps
 about half the paraphrases, it still lets 52% of near-misses hit. MiniLM + guards is no better
 than lexical + guards: the guards reject the rewordings MiniLM is good at. Its worth is in
