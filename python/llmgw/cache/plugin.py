@@ -244,7 +244,9 @@ class Cache(Plugin):
         if cc.redis_url is not None:
             from llmgw.cache.shared import RedisReplicator
 
-            return RedisReplicator(cc.redis_url, prefix=cc.redis_prefix)
+            # 10k events of ~3.3 KB on the stream: minutes of new entries; a replica that starts
+            # later reads the entries themselves (its snapshot), not the stream.
+            return RedisReplicator(cc.redis_url, prefix=cc.redis_prefix, stream_maxlen=10_000)
         path = None
         if cc.shared not in ("auto", "off"):
             path = cc.shared
@@ -561,6 +563,13 @@ class Cache(Plugin):
         removed = state.store.flush(namespace)
         shared = 0
         if state.replicator is not None:
-            shared = await state.replicator.flush(namespace)
+            from llmgw.cache.shared import SharingUnavailable
+
+            try:
+                shared = await state.replicator.flush(namespace)
+            except SharingUnavailable as exc:
+                raise GatewayError(503, f"Flushed {removed} entries on this worker, but the shared cache could not be "
+                                        f"flushed ({exc}): other replicas may still serve them. Retry.",
+                                   type="server_error", code="cache_sharing_unavailable") from None
         log.info("cache flushed: %s (%d entries here)", namespace or "every namespace", removed)
         return RouteResponse({"namespace": namespace, "flushed": removed, "flushed_shared": shared})
