@@ -16,7 +16,7 @@ import ssl
 import time
 from typing import Any
 
-from llmgw.config import Config, UpstreamConfig
+from llmgw.config import Config, PluginSpec, UpstreamConfig
 from llmgw.http.body import BodyLimits
 from llmgw.plugins.auth import ApiKeyAuth
 from llmgw.plugins.chain import PluginChain
@@ -172,7 +172,6 @@ class Gateway:
             take(lambda p: p.spec is None and isinstance(p.instance, ApiKeyAuth) and p.instance.keys == config.auth_keys,
                  lambda: instantiate(ApiKeyAuth, "auth", {"keys": config.auth_keys}))
         if config.guardrails is not None:  # after authentication, before the user's plugins
-            from llmgw.config import PluginSpec
             from llmgw.guardrails.plugin import Guardrails
 
             guard = config.guardrails
@@ -183,8 +182,6 @@ class Gateway:
             take(lambda p, spec=spec: p.spec == spec, lambda spec=spec: load_plugin(spec))
         if config.cache is not None:  # last: next to the upstream, after every check and rewrite
             from llmgw.cache.plugin import Cache
-
-            from llmgw.config import PluginSpec
 
             # on_error open: a cache that fails is a miss, never a failed request.
             take(lambda p: isinstance(p.instance, Cache) and p.instance.same_config(config),

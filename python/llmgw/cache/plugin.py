@@ -38,7 +38,6 @@ import inspect
 import logging
 import os
 import re
-import time
 from collections import OrderedDict
 from typing import Any
 
