@@ -88,10 +88,13 @@ def embedded_text(messages: list[Any], mode: str) -> tuple[str, int | None]:
     return "", None
 
 
-def request_key(namespace: str, group: str, body: dict[str, Any], embed: str = "last_user") -> RequestKey:
-    """The keys of a chat request (`body` as parsed; not modified)."""
+def request_key(namespace: str, group: str, body: dict[str, Any], embed: str | None = "last_user") -> RequestKey:
+    """The keys of a chat request (`body` as parsed; not modified). `embed` None: the exact key
+    only (no semantic layer)."""
     doc = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
     exact = _digest(namespace, group, doc)
+    if embed is None:
+        return RequestKey(namespace, exact, "", "")
     messages = body.get("messages")
     text, index = embedded_text(messages if isinstance(messages, list) else [], embed)
     if not text.strip():

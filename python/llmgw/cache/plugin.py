@@ -303,7 +303,7 @@ class Cache(Plugin):
         ns = self.namespace(ctx, request, policy.namespace)
         if isinstance(ns, GatewayError):
             return ns
-        key = request_key(ns, group, request.body, self.embed_mode)
+        key = request_key(ns, group, request.body, self.embed_mode if policy.semantic else None)
         pending = ctx.metadata["cache.req"] = _Request(key, group, policy.ttl, True)
         if "no-cache" not in directives:
             max_age = directives.get("max-age")
