@@ -190,11 +190,22 @@ class SqliteReplicator(Replicator):
     # -- the thread ------------------------------------------------------------------------------
 
     def _thread_main(self) -> None:
-        try:
-            self._connect()
-        except Exception as exc:  # sqlite3.Error: not a database, no such directory, read-only, ...
-            self._post("broken", exc)
-            return
+        # Workers started together open a new file together: switching it to WAL takes a lock the
+        # busy handler does not wait for, so "database is locked" there is retried a while.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                self._connect()
+                break
+            except sqlite3.OperationalError as exc:
+                if ("locked" in str(exc) or "busy" in str(exc)) and time.monotonic() < deadline and not self._stop:
+                    time.sleep(0.02)
+                    continue
+                self._post("broken", exc)
+                return
+            except Exception as exc:  # sqlite3.Error: not a database, no such directory, read-only, ...
+                self._post("broken", exc)
+                return
         self._guarded(self._read)  # the snapshot
         self._post("ready", None)
         due = time.monotonic() + self.poll_interval
