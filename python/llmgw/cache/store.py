@@ -50,8 +50,10 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return len(self.response) + len(self.text) * 2 + (self.vector.nbytes if self.vector is not None else 0) \
-            + _OVERHEAD
+        """Bytes it holds, roughly: the answer, the prompt and the guards' analysis of it (~8 per
+        character), its vector here and in the index (f32 + i8 rows: 9 bytes per dimension)."""
+        vector = self.vector.nbytes * 9 // 4 if self.vector is not None else 0
+        return len(self.response) + len(self.text) * 10 + vector + _OVERHEAD
 
     def dumps(self) -> bytes:
         """Bytes another worker or replica reads back with `loads` (a JSON head, the vector after it)."""
