@@ -243,3 +243,17 @@ async def test_a_prompt_with_nothing_to_compare_skips_the_semantic_layer():
     first, second = await ask(gw, chat("???")), await ask(gw, chat("???"))
     other = await ask(gw, chat("!!!"))  # the lexical embedder's zero vector matches nothing
     assert (first.status, cache_of(first), cache_of(second), cache_of(other)) == (200, "miss", "hit", "miss")
+
+
+async def test_entries_survive_a_reload_that_changes_the_cache_settings():
+    from llmgw.gateway import Gateway
+    from llmgw.services import Services
+
+    services = Services(clock=FakeClock())
+    pool = FakePool(completion("answer"))
+    gw = gateway_for(BASE + "cache: {ttl: 60}\n", a=pool, services=services)
+    assert cache_of(await ask(gw, chat())) == "miss"
+    reloaded = Gateway(parse_config(BASE + "cache: {ttl: 120}\n", providers=registry), services, previous=gw)
+    for target in reloaded.targets.values():
+        target.pool = pool
+    assert cache_of(await ask(reloaded, chat())) == "hit" and len(pool.requests) == 1
