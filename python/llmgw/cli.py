@@ -114,6 +114,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from llmgw.diagram import render
+
+    try:
+        cfg = load_config(args.config, providers=registry)
+    except ConfigError as exc:
+        print(f"{args.config}: INVALID\n{exc}", file=sys.stderr)
+        return 2
+    fmt = args.format or ("svg" if args.output and args.output.lower().endswith(".svg") else "mermaid")
+    text = render(cfg, fmt)
+    if not args.output or args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.output}: {fmt} diagram of {args.config}")
+    return 0
+
+
 def _stages(cfg: Config) -> list[str]:
     """The stages a request passes, in order (the plugin chain, then routing)."""
     obs = cfg.observability
@@ -246,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate a configuration file and explain it")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("diagram", help="draw a configuration's architecture (SVG or Mermaid) without running it")
+    p.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    p.add_argument("--format", "-f", choices=("svg", "mermaid"),
+                   help="default: svg when OUT ends in .svg, else mermaid")
+    p.add_argument("-o", "--output", metavar="OUT", help="write to this file (default: standard output)")
+    p.set_defaults(func=cmd_diagram)
 
     from llmgw.governance.cli import add_keys_arguments, add_spend_arguments, run_keys, run_spend
 
