@@ -168,6 +168,12 @@ class Gateway:
 
             take(lambda p: isinstance(p.instance, Governance) and p.instance.same_config(config),
                  lambda: instantiate(Governance, "governance", {"config": config}))
+            # The admin dashboard (/ui and the admin endpoints it reads): only an on_finish hook
+            # on the request path, a tuple appended to a ring (llmgw/dashboard/plugin.py).
+            from llmgw.dashboard import Dashboard
+
+            take(lambda p: isinstance(p.instance, Dashboard) and p.instance.same_config(config),
+                 lambda: instantiate(Dashboard, "dashboard", {"config": config}))
         elif config.auth_keys:
             take(lambda p: p.spec is None and isinstance(p.instance, ApiKeyAuth) and p.instance.keys == config.auth_keys,
                  lambda: instantiate(ApiKeyAuth, "auth", {"keys": config.auth_keys}))

@@ -11,6 +11,9 @@
     GET    /admin/audit?limit=
     GET    /admin/requests?limit=&key=&model=&status=&team=&user=     (ledger rows, newest first)
 
+The dashboard (llmgw.dashboard) adds GET /admin/overview, /admin/routing, /admin/diagram and
+/admin/requests/{id}, checked the same way (`master_key_check`).
+
 `Authorization: Bearer <master key>` (from the config's `governance.master_key`, an environment
 variable); anything else gets 401, and no caller's key ever reaches these routes (they are not
 checked by the key plugin at all). Changes bump the key table's generation, which every worker
@@ -24,7 +27,7 @@ import hashlib
 import hmac
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from llmgw.config.governance import PERIODS
 from llmgw.errors import GatewayError
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from llmgw.governance.plugin import Governance
     from llmgw.services import RouteRequest, Services
 
-__all__ = ["parse_when", "register_admin_routes"]
+__all__ = ["master_key_check", "parse_when", "register_admin_routes"]
 
 _EDITABLE = ("name", "team", "user", "models", "rpm", "tpm", "budget", "metadata", "expires_in")
 
@@ -106,8 +109,10 @@ def _apply(rec: KeyRecord, body: dict[str, Any]) -> None:
         rec.expires_at = time.time() + e if e is not None else None
 
 
-def register_admin_routes(gov: Governance, services: Services) -> None:
-    master = gov.gov.master_key
+def master_key_check(master: str | None, denied: Callable[[], None] | None = None) -> Callable[[RouteRequest], None]:
+    """`authorise(request)` for an admin route: returns if the request carries `Authorization:
+    Bearer <master>`, else raises 401 (`denied()` is called first), or 403 when no master key is
+    set. Every /admin route checks with it (governance's here, the dashboard's)."""
     master_digest = hashlib.sha256(master.encode()).digest() if master else None
 
     def authorise(request: RouteRequest) -> None:
@@ -118,9 +123,19 @@ def register_admin_routes(gov: Governance, services: Services) -> None:
                                code="admin_disabled")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
                 hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest(), master_digest):
-            gov.stats_counts["admin_denied"] += 1
+            if denied is not None:
+                denied()
             raise GatewayError(401, "The admin API needs the master key: Authorization: Bearer <master key>.",
                                code="invalid_master_key")
+
+    return authorise
+
+
+def register_admin_routes(gov: Governance, services: Services) -> None:
+    def denied() -> None:
+        gov.stats_counts["admin_denied"] += 1
+
+    authorise = master_key_check(gov.gov.master_key, denied)
 
     def actor(ctx: RequestContext) -> str:
         return f"admin@{ctx.client.rsplit(':', 1)[0]}"

@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 from llmgw.governance.keys import KeyRecord
 from llmgw.services import RetryLater
@@ -129,6 +129,25 @@ def _spend_rows(rows: Any, group_by: str) -> list[dict[str, Any]]:
 _RECENT_FILTERS = {"key": "key_id", "model": "model", "status": "status", "team": "team", "user": "user_id"}
 
 
+def _ledger_rows_sql(columns: Sequence[str], since: float | None, request_id: str | None, skip_kinds: Sequence[str],
+                     mark: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """`ledger_rows`' query and its values, in either dialect (`mark(i)`: the i-th placeholder)."""
+    unknown = [c for c in columns if c not in LEDGER_COLUMNS]
+    if unknown or not columns:
+        raise ValueError(f"not ledger columns: {unknown or columns}")
+    conds: list[str] = []
+    values: list[Any] = []
+    for cond, value in (("ts > {}", since), ("request_id = {}", request_id)):
+        if value is not None:
+            values.append(value)
+            conds.append(cond.format(mark(len(values))))
+    for kind in skip_kinds:
+        values.append(kind)
+        conds.append(f"kind != {mark(len(values))}")
+    return (f"SELECT {','.join(columns)} FROM ledger WHERE {' AND '.join(conds) or '1 = 1'} ORDER BY ts DESC "
+            f"LIMIT {mark(len(values) + 1)}"), values
+
+
 class Store(Protocol):
     dialect: str
 
@@ -143,6 +162,8 @@ class Store(Protocol):
     async def spend(self, group_by: str, since: float, until: float) -> list[dict[str, Any]]: ...
     async def spent_since(self, scope: str, name: str, since: float) -> float: ...
     async def recent(self, limit: int, filters: dict[str, str]) -> list[dict[str, Any]]: ...
+    async def ledger_rows(self, columns: Sequence[str], *, since: float | None = None, request_id: str | None = None,
+                          skip_kinds: Sequence[str] = (), limit: int = 1000) -> list[tuple[Any, ...]]: ...
     async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None: ...
     async def audit_many(self, rows: list[tuple[Any, ...]]) -> None: ...
     async def audit_log(self, limit: int) -> list[dict[str, Any]]: ...
@@ -266,6 +287,15 @@ class SqliteStore:
         rows = await self._run(lambda db: db.execute(sql, (*filters.values(), limit)).fetchall())
         return [dict(zip(LEDGER_COLUMNS, r)) for r in rows]
 
+    async def ledger_rows(self, columns: Sequence[str], *, since: float | None = None, request_id: str | None = None,
+                          skip_kinds: Sequence[str] = (), limit: int = 1000) -> list[tuple[Any, ...]]:
+        """`columns` of the ledger rows with ts > `since` (of one request id; not of `skip_kinds`),
+        newest first, at most `limit` (the dashboard's reads). The ts index is walked from the
+        newest row, so recent rows cost what they return; a request id that is not there costs
+        a scan of the rows after `since`."""
+        sql, values = _ledger_rows_sql(columns, since, request_id, skip_kinds, lambda _i: "?")
+        return await self._run(lambda db: db.execute(sql, (*values, limit)).fetchall())
+
     async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
         await self.audit_many([(time.time(), actor, action, subject, json.dumps(detail))])
 
@@ -351,6 +381,12 @@ class PostgresStore:
         sql = (f"SELECT {','.join(LEDGER_COLUMNS)} FROM ledger WHERE {' AND '.join(conds) or 'TRUE'} "
                f"ORDER BY ts DESC LIMIT ${len(values) + 1}")
         return [dict(r) for r in await self._pool.fetch(sql, *values, limit)]
+
+    async def ledger_rows(self, columns: Sequence[str], *, since: float | None = None, request_id: str | None = None,
+                          skip_kinds: Sequence[str] = (), limit: int = 1000) -> list[tuple[Any, ...]]:
+        """See SqliteStore.ledger_rows."""
+        sql, values = _ledger_rows_sql(columns, since, request_id, skip_kinds, lambda i: f"${i}")
+        return [tuple(r) for r in await self._pool.fetch(sql, *values, limit)]
 
     async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
         await self.audit_many([(time.time(), actor, action, subject, json.dumps(detail))])
