@@ -105,7 +105,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     where = gov.sqlite_path if gov.store == "sqlite" else "PostgreSQL"
     print(f"  governance: virtual keys and ledger in {gov.store} ({where}), limits and budgets in "
           f"{'shared memory (this machine)' if gov.counters == 'local' else 'Redis'}; "
-          f"admin API {'on' if gov.master_key else 'off (no master_key)'}; "
+          f"admin API and dashboard (/ui) {'on' if gov.master_key else 'off (no master_key)'}; "
           f"{len(cfg.auth_keys)} key(s) from the config")
     book = PriceBook(cfg)
     for d in book.unpriced():
