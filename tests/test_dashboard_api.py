@@ -381,17 +381,29 @@ models:
 # --- the overview's arithmetic, against a plain-Python reference ----------------------------------
 
 class FakeLedger:
-    """`ledger_rows` over a list, as the stores answer it (newest first, ts > since, capped)."""
+    """`ledger_overview` over a list of (ts, model, status, latency_ms, ttft_ms, prompt_tokens,
+    completion_tokens, cost_usd), as the stores answer it (sums per bucket, model and ts > cut;
+    every k-th row of those after `since`, in the order written)."""
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
         self.reads: list[int] = []
 
-    async def ledger_rows(self, columns, *, since=None, request_id=None, skip_kinds=(), limit=1000):
-        assert tuple(columns) == api._COLUMNS and set(skip_kinds) == {"shadow", "models"}
-        out = sorted((r for r in self.rows if since is None or r[0] > since), key=lambda r: r[0], reverse=True)[:limit]
-        self.reads.append(len(out))
-        return out
+    async def ledger_overview(self, *, since, cut, step=60, skip_kinds=(), sample=10_000):
+        assert set(skip_kinds) == {"shadow", "models"}
+        rows = [(i + 1, r) for i, r in enumerate(self.rows) if r[0] > since]
+        self.reads.append(len(rows))
+        sums: dict = {}
+        for _, r in rows:
+            s = sums.setdefault((int(r[0] // step), r[1], int(r[0] > cut)), [0, 0, 0, 0, 0.0])
+            s[0] += 1
+            s[1] += (r[2] or 0) >= 400
+            s[2] += r[5] or 0
+            s[3] += r[6] or 0
+            s[4] += r[7] or 0.0
+        k = max(1, -(-len(rows) // sample))
+        return ([(*key, *s) for key, s in sums.items()],
+                [(r[0], r[1], r[3], r[4]) for rowid, r in rows if rowid % k == 0])
 
 
 def nearest_rank(values: list[float], q: float) -> float | None:
@@ -461,24 +473,30 @@ def test_overview_arithmetic_matches_a_reference():
     asyncio.run(run())
 
 
-def test_overview_says_when_it_holds_only_the_newest_rows():
+def test_overview_says_when_percentiles_come_from_a_sample():
     now = 1_800_000_000.0
     ledger = FakeLedger()
     ledger.rows = [(now - 3000 + i, "a", 200, float(i), None, 1, 1, 0.0) for i in range(3000)]
     tail = api.LedgerTail(ledger, settle=2.0, cap=1000)
 
+    def held() -> int:
+        return len(tail.sample["ts"]) + len(tail.fresh_sample["ts"])
+
     async def run() -> None:
         await tail.refresh(now)
         out = tail.compute(3600, now, ["a"])
-        assert out["sampled"] is True and out["rows"] == 1000 and out["complete_since"] == now - 1000
-        assert out["totals"]["p50_ms"] == 2499.0  # the median of the newest 1000 (2000..2999)
+        # Counts exact; the percentiles from every third row (the cap).
+        assert out["sampled"] is True and out["rows"] == 3000 and out["totals"]["requests"] == 3000
+        assert out["complete_since"] == now - 86400 - 900 and held() <= 1000
+        assert 1400 <= out["totals"]["p50_ms"] <= 1600 and out["totals"]["p99_ms"] >= 2900
         day = tail.compute(86400, now, ["a"])
-        assert day["sampled"] is True and day["totals"]["requests"] == 1000
-        # Rows keep coming: the oldest held are dropped to stay within the cap.
+        assert day["sampled"] is True and day["totals"]["requests"] == 3000
+        # Rows keep coming: the oldest sampled are dropped to stay within the cap; counts stay exact.
         ledger.rows += [(now + i, "a", 500, 1.0, None, 1, 1, 0.0) for i in range(1, 101)]
         await tail.refresh(now + 110)
         out = tail.compute(3600, now + 110, ["a"])
-        assert out["rows"] == 1000 and out["totals"]["errors"] == 100 and out["complete_since"] == now - 900
+        assert out["rows"] == 3100 and out["totals"]["errors"] == 100 and held() <= 1000
+        assert out["complete_since"] == tail.sample["ts"].min() > now - 3000
 
     asyncio.run(run())
     small = api.LedgerTail(ledger, settle=2.0, cap=100_000)

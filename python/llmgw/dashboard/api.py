@@ -13,14 +13,17 @@ What each answer covers:
 
 - overview: the ledger, so every worker and replica, each row once it is written (the ledger's
   batch interval). Model listings and shadow copies are left out; so are requests refused before
-  a key was known (they have no ledger row). Percentiles are exact (nearest rank) over the rows
-  held: each worker keeps the newest rows of the last 24 hours, at most `ROW_CAP`, as numpy
-  columns (~60 bytes a row), read incrementally: a refresh reads the rows after the last one it
-  settled plus the last few seconds again (rows still arriving from other workers' queues), not
-  the whole window; every `REBUILD_S` the rows are read afresh (rows that came very late are
-  then counted), and after `IDLE_S` without a reader the memory is given back. When the window
-  reaches past the oldest row held (more than ROW_CAP rows in it) the answer says `"sampled":
-  true` and `complete_since`: the figures then cover only the newest ROW_CAP rows.
+  a key was known (they have no ledger row). Counts, errors, tokens and cost are exact: the store
+  sums them per (minute, model) (`ledger_overview`: a GROUP BY over the ts index, in the
+  database), and each worker keeps those sums for the last 24 hours. Percentiles (nearest rank)
+  come from a sample of rows: every k-th row, about `SAMPLE_PER_MIN` a minute of ledger time
+  (all rows when there are fewer), at most `ROW_CAP` held; an overview ranks at most
+  `SAMPLE_WINDOW` of them. Reads are incremental: a refresh reads only the rows after the last
+  one it settled plus the last few seconds again (rows still arriving from other workers'
+  queues); every `REBUILD_S` the last REBUILD_S are read again (rows that came very late are then
+  counted), and after `IDLE_S` without a reader the memory is given back. `"sampled": true` when
+  the percentiles come from a sample rather than every row of the window; `complete_since`: the
+  oldest time from which the sample is drawn (older sampled rows dropped beyond ROW_CAP).
 - routing, diagram, request attempts: this worker's memory (in flight, latency averages and
   breakers from the router's deployment states; rates and p50s over the last minute from the
   ring of recent requests). With `--workers N` each answer is one worker's view; `"worker"`
@@ -47,16 +50,19 @@ if TYPE_CHECKING:
     from llmgw.services import Services
 
 __all__ = ["IDLE_S", "LedgerTail", "OVERVIEW_STEPS", "RECENT", "REBUILD_S", "ROW_CAP", "RecentRequests",
-           "diagram_live", "request_detail", "routing_view"]
+           "SAMPLE_PER_MIN", "SAMPLE_WINDOW", "diagram_live", "request_detail", "routing_view"]
 
 OVERVIEW_STEPS = {3600: 60, 86400: 900}  # window -> bucket width, seconds
-ROW_CAP = 200_000  # ledger rows a worker holds (and reads at most at once) for the overview
+ROW_CAP = 450_000  # sampled ledger rows a worker holds for the overview's percentiles
+SAMPLE_PER_MIN = 300  # of them per minute of ledger time (every k-th row; all when there are fewer)
+SAMPLE_WINDOW = 20_000  # at most this many of them per overview (every k-th of the window's)
 REBUILD_S = 300.0
 IDLE_S = 600.0
 RECENT = 2000  # requests whose attempts and timings a worker keeps
 LIVE_S = 60.0  # the diagram's rates and p50s: over the last minute
 _DAY = 86400.0
-_COLUMNS = ("ts", "model", "status", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd")
+_SUMS = ("requests", "errors", "tokens_in", "tokens_out", "cost_usd")
+_SAMPLE = ("ts", "model", "latency_ms", "ttft_ms")
 _SKIP_KINDS = ("shadow", "models")
 
 
@@ -72,10 +78,11 @@ def bad_request(message: str, param: str) -> GatewayError:
 
 
 class LedgerTail:
-    """The newest ledger rows of the last 24 h (at most `cap`), as numpy columns, kept up to date
-    incrementally (see the module docstring). `settle`: seconds after which a row is assumed
-    to be in the ledger (the ledger's interval, twice, plus 2 s); rows newer than that are read
-    again on every refresh."""
+    """The overview's figures of the last 24 h, kept up to date incrementally (see the module
+    docstring): per (minute, model) the exact counts and sums, as the ledger store aggregates
+    them, and a sample of rows for the percentiles (at most `cap`). `settle`: seconds after which
+    a row is assumed to be in the ledger (the ledger's interval, twice, plus 2 s); rows newer
+    than that are read again on every refresh."""
 
     def __init__(self, store: Any, settle: float, cap: int = ROW_CAP) -> None:
         self.store = store
@@ -88,10 +95,15 @@ class LedgerTail:
 
     def clear(self) -> None:
         """Give the memory back (no reader for IDLE_S); the next read starts afresh."""
-        self.settled: dict[str, Any] | None = None  # rows with ts <= horizon: never read again
-        self.fresh: dict[str, Any] | None = None  # rows after it: read again on every refresh
+        # Sums of rows with ts <= horizon (never read again) and of the rows after it (read again
+        # on every refresh): {"minute", "model", "sums" (n x 5: _SUMS)}; samples: {_SAMPLE: column}.
+        self.settled: dict[str, Any] | None = None
+        self.fresh: dict[str, Any] | None = None
+        self.sample: dict[str, Any] | None = None
+        self.fresh_sample: dict[str, Any] | None = None
         self.horizon = 0.0
-        self.complete_since = math.inf  # every ledger row after this is held
+        self._sums_at = 0
+        self.complete_since = math.inf  # the sample holds rows from all of the ledger after this
         self.built_at = -math.inf
         self.refreshed_at = -math.inf
         self.used_at = time.monotonic()
@@ -99,78 +111,105 @@ class LedgerTail:
         self.names.clear()
         self.codes.clear()
 
-    def _columns(self, rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
-        """Ledger rows (newest first) as columns, oldest first; None reads as NaN."""
+    def _code(self, models: Iterable[str | None]) -> Any:
         import numpy as np
 
-        if not rows:
-            return {c: np.empty(0, np.int32 if c == "model" else np.float64) for c in _COLUMNS}
-        cols = list(zip(*reversed(rows)))
         codes, names = self.codes, self.names
-        groups = []
-        for m in cols[1]:
+        out = []
+        for m in models:
             code = codes.get(m)
             if code is None:
                 code = codes[m] = len(names)
                 names.append(m)
-            groups.append(code)
-        out = {c: np.array(cols[i], dtype=np.float64) for i, c in enumerate(_COLUMNS) if c != "model"}
-        out["model"] = np.array(groups, dtype=np.int32)
-        return out
+            out.append(code)
+        return np.array(out, dtype=np.int64)
+
+    def _ingest(self, sums: Sequence[tuple[Any, ...]], rows: Sequence[tuple[Any, ...]], cut: float) -> None:
+        """A read's sums and sampled rows, split at `cut` into settled (kept) and fresh (replaced)."""
+        import numpy as np
+
+        if sums:
+            cols = list(zip(*sums))
+            got = {"minute": np.array(cols[0], dtype=np.int64), "model": self._code(cols[1]),
+                   "sums": np.array([[float(v) for v in c] for c in cols[3:]], dtype=np.float64).T.copy()}
+            new = np.array(cols[2], dtype=bool)
+        else:
+            got, new = _no_sums(), np.empty(0, bool)
+        self.fresh = {c: v[new] for c, v in got.items()}
+        settled = self.settled or _no_sums()
+        got = {c: np.concatenate((settled[c], v[~new])) for c, v in got.items()}
+        if len(got["minute"]) > 4 * max(self._sums_at, 1024):  # merge repeats of (minute, model)
+            got = _merge(got)
+            self._sums_at = len(got["minute"])
+        self.settled = got
+        if rows:
+            cols = list(zip(*rows))
+            got = {"ts": np.array(cols[0], dtype=np.float64), "model": self._code(cols[1]),
+                   "latency_ms": np.array(cols[2], dtype=np.float64), "ttft_ms": np.array(cols[3], dtype=np.float64)}
+        else:
+            got = _no_sample()
+        new = got["ts"] > cut
+        self.fresh_sample = {c: v[new] for c, v in got.items()}
+        sample = self.sample or _no_sample()
+        self.sample = {c: np.concatenate((sample[c], v[~new])) for c, v in got.items()}
+
+    def _forget(self, before: float) -> None:
+        """Drop what is older than `before` (and sampled rows beyond the cap)."""
+        import numpy as np
+
+        assert self.settled is not None and self.sample is not None
+        keep = self.settled["minute"] * 60 >= math.floor(before / 60) * 60
+        if not keep.all():
+            self.settled = {c: v[keep] for c, v in self.settled.items()}
+        ts = self.sample["ts"]
+        drop = int(np.count_nonzero(ts < before))
+        drop = max(drop, len(ts) + len(self.fresh_sample["ts"]) - self.cap)  # type: ignore[index]
+        if drop > 0:
+            order = np.argsort(ts, kind="stable")
+            keep = np.ones(len(ts), bool)
+            keep[order[:drop]] = False
+            self.sample = {c: v[keep] for c, v in self.sample.items()}
+            if drop > int(np.count_nonzero(ts < before)) and len(self.sample["ts"]):
+                self.complete_since = max(self.complete_since, float(self.sample["ts"].min()))
 
     async def refresh(self, now: float) -> None:
         import numpy as np
 
-        full = self.settled is None or now - self.built_at >= REBUILD_S
-        since = now - _DAY - 900.0 if full else self.horizon
-        rows = await self.store.ledger_rows(_COLUMNS, since=since, skip_kinds=_SKIP_KINDS, limit=self.cap)
-        if full:
-            self.names.clear()
-            self.codes.clear()
-        got = await asyncio.to_thread(self._columns, rows)
-        n = len(got["ts"])
-        cut = now - self.settle
-        i = int(np.searchsorted(got["ts"], cut, side="right"))
-        part = {c: v[:i] for c, v in got.items()}
-        self.fresh = {c: v[i:] for c, v in got.items()}
-        if full or n >= self.cap or self.settled is None:  # afresh (or a gap after a long pause): start here
-            self.settled = part
-            self.complete_since = since if n < self.cap else float(got["ts"][0])
-            if full:
-                self.built_at = now
+        oldest = now - _DAY - 900.0
+        if self.settled is None:
+            self.clear()
+            since = self.complete_since = oldest
+            self.built_at = now
         else:
-            self.settled = {c: np.concatenate((self.settled[c], part[c])) for c in _COLUMNS}
-        self.horizon = max(self.horizon, cut)
-        settled = self.settled
-        drop = int(np.searchsorted(settled["ts"], now - _DAY - 900.0, side="left"))
-        drop = max(drop, len(settled["ts"]) + len(self.fresh["ts"]) - self.cap)
-        if drop > 0:
-            self.settled = settled = {c: v[drop:] for c, v in settled.items()}
-            if len(settled["ts"]):
-                self.complete_since = max(self.complete_since, float(settled["ts"][0]))
+            since = self.horizon
+            if now - self.built_at >= REBUILD_S:  # read the last REBUILD_S again: rows that came late
+                minute = math.floor(max(oldest, min(since, now - REBUILD_S - 60.0)) / 60)
+                keep = self.settled["minute"] < minute
+                self.settled = {c: v[keep] for c, v in self.settled.items()}
+                assert self.sample is not None
+                keep = self.sample["ts"] < minute * 60
+                self.sample = {c: v[keep] for c, v in self.sample.items()}
+                since = float(np.nextafter(minute * 60.0, -math.inf))
+                self.built_at = now
+        cut = max(now - self.settle, since)
+        want = int(SAMPLE_PER_MIN * max(now - since, 60.0) / 60.0)
+        sums, rows = await self.store.ledger_overview(since=since, cut=cut, step=60, skip_kinds=_SKIP_KINDS,
+                                                      sample=min(want, self.cap))
+        await asyncio.to_thread(self._ingest, sums, rows, cut)
+        self.horizon = cut
+        self._forget(oldest)
         self.refreshed_at = now
 
     def compute(self, window: int, now: float, groups: Sequence[str]) -> dict[str, Any]:
-        """The overview of the last `window` seconds (see the module docstring). Four sorts of
-        the window's rows in all (latency and time to first token, per group and bucket and per
-        bucket), whatever the number of groups: ~60 ms for 200,000 rows."""
+        """The overview of the last `window` seconds (see the module docstring): counts and sums
+        from the per-minute sums, percentiles from the sampled rows of the window (at most
+        SAMPLE_WINDOW of them: four sorts, whatever the number of groups)."""
         import numpy as np
 
         step = OVERVIEW_STEPS[window]
         nb = window // step
         first = int(now // step) - nb + 1
         start = first * step
-        parts = [p for p in (self.settled, self.fresh) if p is not None and len(p["ts"])]
-        if not parts:
-            cols = self._columns(())
-        elif len(parts) == 1:
-            cols = parts[0]
-        else:
-            cols = {c: np.concatenate([p[c] for p in parts]) for c in _COLUMNS}
-        lo = int(np.searchsorted(cols["ts"], start, side="left"))
-        cols = {c: v[lo:] for c, v in cols.items()}
-        n = len(cols["ts"])
-        bucket = np.clip(np.floor(cols["ts"] / step).astype(np.int64) - first, 0, nb - 1)
         ng = len(groups)
         # The ledger's model column -> the index of its configured group (ng: none, "*" only).
         local = np.full(len(self.names) + 1, ng, dtype=np.int64)
@@ -178,26 +217,38 @@ class LedgerTail:
             code = self.codes.get(name)
             if code is not None:
                 local[code] = i
-        group = local[cols["model"]] if n else np.empty(0, np.int64)
-        key = group * nb + bucket  # (group, bucket); ng * nb + bucket for rows of no configured group
         nk = (ng + 1) * nb
-        weights = {"errors": cols["status"] >= 400, "tokens_in": np.nan_to_num(cols["prompt_tokens"]),
-                   "tokens_out": np.nan_to_num(cols["completion_tokens"]), "cost_usd": np.nan_to_num(cols["cost_usd"])}
+        parts = [p for p in (self.settled, self.fresh) if p is not None and len(p["minute"])]
+        agg = {c: np.concatenate([p[c] for p in parts]) for c in ("minute", "model", "sums")} if parts else _no_sums()
+        inside = agg["minute"] * 60 >= start  # start is a whole minute
+        agg = {c: v[inside] for c, v in agg.items()}
+        bucket = np.clip(agg["minute"] * 60 // step - first, 0, nb - 1)
+        group = local[agg["model"]]
+        key = group * nb + bucket  # (group, bucket); ng * nb + bucket for rows of no configured group
 
         def sums(k: np.ndarray, size: int) -> dict[str, np.ndarray]:
-            out = {"requests": np.bincount(k, minlength=size)}
-            out.update((name, np.bincount(k, weights=w, minlength=size)) for name, w in weights.items())
-            return out
+            return {name: np.bincount(k, weights=agg["sums"][:, j], minlength=size) for j, name in enumerate(_SUMS)}
 
         by_bucket, by_all, by_group = sums(key, nk), sums(bucket, nb), sums(group, ng + 1)
+        n = int(by_all["requests"].sum())
+        parts = [p for p in (self.sample, self.fresh_sample) if p is not None and len(p["ts"])]
+        cols = {c: np.concatenate([p[c] for p in parts]) for c in _SAMPLE} if parts else _no_sample()
+        inside = cols["ts"] >= start
+        cols = {c: v[inside] for c, v in cols.items()}
+        held = len(cols["ts"])
+        if held > SAMPLE_WINDOW:  # every k-th (in the order read: spread over the window)
+            cols = {c: v[::-(-held // SAMPLE_WINDOW)] for c, v in cols.items()}
+        sbucket = np.clip(np.floor(cols["ts"] / step).astype(np.int64) - first, 0, nb - 1)
+        sgroup = local[cols["model"]]
+        skey = sgroup * nb + sbucket
         for metric, qs, names in (("latency_ms", (0.5, 0.99), ("p50_ms", "p99_ms")),
                                   ("ttft_ms", (0.5,), ("ttft_p50_ms",))):
             # Sorted per (group, bucket): the groups' buckets, and each group's rows in one slice
             # (its totals, by partition); sorted per bucket: the "*" series.
-            ranked = _Ranked(key, cols[metric], nk)
+            ranked = _Ranked(skey, cols[metric], nk)
             by_bucket.update(zip(names, ranked.quantiles(qs)))
             by_group.update(zip(names, ranked.slice_quantiles(qs, nb, ng + 1)))
-            by_all.update(zip(names, _Ranked(bucket, cols[metric], nb).quantiles(qs)))
+            by_all.update(zip(names, _Ranked(sbucket, cols[metric], nb).quantiles(qs)))
         series = {name: _buckets(by_bucket, i * nb, nb, first, step) for i, name in enumerate(groups)}
         series["*"] = _buckets(by_all, 0, nb, first, step)
         elapsed = max(now - start, 1.0)
@@ -208,9 +259,31 @@ class LedgerTail:
             everything[name] = np.array([np.nan if v is None else v])
         return {"window": window, "step": step, "now": round(now, 3), "from": start, "groups": list(groups),
                 "series": series, "totals": _totals(everything, 0, elapsed), "group_totals": group_totals,
-                "sampled": self.complete_since > start,
-                "complete_since": None if math.isinf(self.complete_since) else round(self.complete_since, 3),
-                "rows": n}
+                "sampled": held < n, "complete_since": None if math.isinf(self.complete_since) else
+                round(self.complete_since, 3), "rows": n}
+
+
+def _no_sums() -> dict[str, Any]:
+    import numpy as np
+
+    return {"minute": np.empty(0, np.int64), "model": np.empty(0, np.int64), "sums": np.empty((0, len(_SUMS)))}
+
+
+def _no_sample() -> dict[str, Any]:
+    import numpy as np
+
+    return {c: np.empty(0, np.int64 if c == "model" else np.float64) for c in _SAMPLE}
+
+
+def _merge(agg: dict[str, Any]) -> dict[str, Any]:
+    """One entry per (minute, model)."""
+    import numpy as np
+
+    key = agg["minute"] * (1 << 20) + agg["model"]
+    uniq, inverse = np.unique(key, return_inverse=True)
+    merged = np.zeros((len(uniq), len(_SUMS)))
+    np.add.at(merged, inverse, agg["sums"])
+    return {"minute": uniq >> 20, "model": uniq & ((1 << 20) - 1), "sums": merged}
 
 
 class _Ranked:

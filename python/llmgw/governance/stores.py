@@ -148,6 +148,28 @@ def _ledger_rows_sql(columns: Sequence[str], since: float | None, request_id: st
             f"LIMIT {mark(len(values) + 1)}"), values
 
 
+def _overview_sql(step: int, skip_kinds: Sequence[str], dialect: str) -> tuple[str, str]:
+    """`ledger_overview`'s two queries: sums per (ts bucket, model, ts > cut), values (cut, since,
+    *kinds); and every k-th row's latencies, values (since, *kinds, k)."""
+    step, n = int(step), len(skip_kinds)
+    if dialect == "sqlite":
+        def mark(_i: int) -> str:
+            return "?"
+        bucket, fresh, err, pick = f"CAST(ts / {step} AS INTEGER)", "ts > ?", "status >= 400", "rowid % ? = 0"
+    else:
+        def mark(i: int) -> str:
+            return f"${i}"
+        bucket, fresh, err = f"floor(ts / {step})::bigint", "(ts > $1)::int", "(status >= 400)::int"
+        pick = f"mod(hashtext(request_id)::bigint + 2147483648, ${n + 2}) = 0"
+    sums = (f"SELECT {bucket} AS b, model, {fresh} AS fresh, COUNT(*), COALESCE(SUM({err}), 0), "
+            f"COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0) "
+            f"FROM ledger WHERE ts > {mark(2)}{''.join(f' AND kind != {mark(i + 3)}' for i in range(n))} "
+            f"GROUP BY b, model, fresh")
+    rows = (f"SELECT ts, model, latency_ms, ttft_ms FROM ledger WHERE ts > {mark(1)}"
+            f"{''.join(f' AND kind != {mark(i + 2)}' for i in range(n))} AND {pick}")
+    return sums, rows
+
+
 class Store(Protocol):
     dialect: str
 
@@ -164,6 +186,8 @@ class Store(Protocol):
     async def recent(self, limit: int, filters: dict[str, str]) -> list[dict[str, Any]]: ...
     async def ledger_rows(self, columns: Sequence[str], *, since: float | None = None, request_id: str | None = None,
                           skip_kinds: Sequence[str] = (), limit: int = 1000) -> list[tuple[Any, ...]]: ...
+    async def ledger_overview(self, *, since: float, cut: float, step: int = 60, skip_kinds: Sequence[str] = (),
+                              sample: int = 10_000) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]: ...
     async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None: ...
     async def audit_many(self, rows: list[tuple[Any, ...]]) -> None: ...
     async def audit_log(self, limit: int) -> list[dict[str, Any]]: ...
@@ -296,6 +320,25 @@ class SqliteStore:
         sql, values = _ledger_rows_sql(columns, since, request_id, skip_kinds, lambda _i: "?")
         return await self._run(lambda db: db.execute(sql, (*values, limit)).fetchall())
 
+    async def ledger_overview(self, *, since: float, cut: float, step: int = 60, skip_kinds: Sequence[str] = (),
+                              sample: int = 10_000) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The dashboard's overview of the ledger rows with ts > `since` (not of `skip_kinds`), in
+        one snapshot: (bucket = ts // step, model, ts > cut, requests, errors, prompt tokens,
+        completion tokens, cost) per group, exact; and (ts, model, latency_ms, ttft_ms) of every
+        k-th row (rowid % k: about `sample` rows; all of them when there are no more)."""
+        sums_sql, rows_sql = _overview_sql(step, skip_kinds, "sqlite")
+
+        def read(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            db.execute("BEGIN")
+            try:
+                sums = db.execute(sums_sql, (cut, since, *skip_kinds)).fetchall()
+                k = max(1, -(-sum(r[3] for r in sums) // max(int(sample), 1)))
+                return sums, db.execute(rows_sql, (since, *skip_kinds, k)).fetchall()
+            finally:
+                db.execute("COMMIT")
+
+        return await self._run(read)
+
     async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
         await self.audit_many([(time.time(), actor, action, subject, json.dumps(detail))])
 
@@ -387,6 +430,16 @@ class PostgresStore:
         """See SqliteStore.ledger_rows."""
         sql, values = _ledger_rows_sql(columns, since, request_id, skip_kinds, lambda i: f"${i}")
         return [tuple(r) for r in await self._pool.fetch(sql, *values, limit)]
+
+    async def ledger_overview(self, *, since: float, cut: float, step: int = 60, skip_kinds: Sequence[str] = (),
+                              sample: int = 10_000) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """See SqliteStore.ledger_overview (here every k-th by a hash of the request id)."""
+        sums_sql, rows_sql = _overview_sql(step, skip_kinds, "postgres")
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            sums = [tuple(r) for r in await conn.fetch(sums_sql, cut, since, *skip_kinds)]
+            k = max(1, -(-sum(r[3] for r in sums) // max(int(sample), 1)))
+            rows = [tuple(r) for r in await conn.fetch(rows_sql, since, *skip_kinds, k)]
+        return sums, rows
 
     async def audit(self, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
         await self.audit_many([(time.time(), actor, action, subject, json.dumps(detail))])
