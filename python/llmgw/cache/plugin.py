@@ -31,8 +31,6 @@ normally never are.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import importlib
 import inspect
 import logging
@@ -186,9 +184,12 @@ class Cache(Plugin):
         self.verifier: Any = None
         self.state: CacheState | None = None
         self.services: Services | None = None
+        from llmgw.governance.admin import master_key_check
+
         master = (config.governance.master_key if config.governance is not None else None) or \
             (os.environ.get(cc.admin_key_env) if cc.admin_key_env else None)
-        self._admin_digest = hashlib.sha256(master.encode()).digest() if master else None
+        self._authorise = master_key_check(
+            master, off="The cache admin API is off: set governance.master_key or cache.admin_key_env.")
 
     def same_config(self, config: Config) -> bool:
         return config.cache == self.cc and config.models == self.config.models and \
@@ -534,16 +535,6 @@ class Cache(Plugin):
         if state.replicator is not None:
             out["sharing"] = state.replicator.stats()
         return out
-
-    def _authorise(self, request: RouteRequest) -> None:
-        if self._admin_digest is None:
-            raise GatewayError(403, "The cache admin API is off: set governance.master_key or cache.admin_key_env.",
-                               type="permission_error", code="admin_disabled")
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest(), self._admin_digest):
-            raise GatewayError(401, "The cache admin API needs the master key: Authorization: Bearer <key>.",
-                               code="invalid_master_key")
 
     async def _admin_stats(self, ctx: RequestContext, request: RouteRequest) -> RouteResponse:
         self._authorise(request)

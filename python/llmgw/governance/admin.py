@@ -109,18 +109,19 @@ def _apply(rec: KeyRecord, body: dict[str, Any]) -> None:
         rec.expires_at = time.time() + e if e is not None else None
 
 
-def master_key_check(master: str | None, denied: Callable[[], None] | None = None) -> Callable[[RouteRequest], None]:
+def master_key_check(master: str | None, denied: Callable[[], None] | None = None,
+                     off: str = "The admin API is off: set governance.master_key.") -> Callable[[RouteRequest], None]:
     """`authorise(request)` for an admin route: returns if the request carries `Authorization:
-    Bearer <master>`, else raises 401 (`denied()` is called first), or 403 when no master key is
-    set. Every /admin route checks with it (governance's here, the dashboard's)."""
+    Bearer <master>`, else raises 401 (`denied()` is called first), or 403 (message `off`) when
+    no master key is set. Every /admin route checks with it (governance's here, the dashboard's,
+    the cache's)."""
     master_digest = hashlib.sha256(master.encode()).digest() if master else None
 
     def authorise(request: RouteRequest) -> None:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if master_digest is None:
-            raise GatewayError(403, "The admin API is off: set governance.master_key.", type="permission_error",
-                               code="admin_disabled")
+            raise GatewayError(403, off, type="permission_error", code="admin_disabled")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
                 hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest(), master_digest):
             if denied is not None:
