@@ -1,7 +1,7 @@
 """The dashboard's data side through real gateway processes: /admin/overview (from the ledger),
 /admin/routing, /admin/diagram, /admin/requests/{id}, the master key on each, and the static
 files at /ui. The UI itself is tested in test_dashboard_ui.py. Plus the overview's arithmetic
-against a plain-Python reference (LedgerTail over a fake store)."""
+against a plain-Python reference (LedgerTail over a SQLite ledger's overview_buckets)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from llmgw.dashboard import api
+from llmgw.governance.stores import HIST_LO_MS, HIST_RATIO, LEDGER_COLUMNS, SqliteStore, hist_bin
 from llmgw.dashboard.plugin import DIR_ENV, STATIC
 
 MASTER = "master-key-0123456789abcdef"
@@ -144,8 +145,9 @@ def test_overview_counts_what_the_ledger_holds(traffic):
     assert o["group_totals"]["down"]["errors"] == 2 and o["group_totals"]["m"]["errors"] == 0
     latencies = [row["latency_ms"] for row in rows]
     assert min(latencies) - 0.001 <= t["p50_ms"] <= t["p99_ms"] <= max(latencies) + 0.001  # (rounded to µs)
-    assert t["p99_ms"] == pytest.approx(max(latencies), abs=0.001)  # nearest rank: of 11, the largest
-    assert t["p50_ms"] == pytest.approx(sorted(latencies)[5], abs=0.001)
+    # Nearest rank, from the histograms: within one bin of the exact figure (of 11, the largest; the 6th).
+    assert t["p99_ms"] == pytest.approx(in_bin(max(latencies), latencies), abs=0.001)
+    assert t["p50_ms"] == pytest.approx(in_bin(sorted(latencies)[5], latencies), abs=0.001)
     assert t["tokens_in"] == sum(row["prompt_tokens"] for row in rows) > 0
     assert t["tokens_out"] == sum(row["completion_tokens"] for row in rows) > 0
     assert t["cost_usd"] == pytest.approx(sum(row["cost_usd"] or 0 for row in rows), abs=1e-8) and t["cost_usd"] > 0
@@ -380,30 +382,14 @@ models:
 
 # --- the overview's arithmetic, against a plain-Python reference ----------------------------------
 
-class FakeLedger:
-    """`ledger_overview` over a list of (ts, model, status, latency_ms, ttft_ms, prompt_tokens,
-    completion_tokens, cost_usd), as the stores answer it (sums per bucket, model and ts > cut;
-    every k-th row of those after `since`, in the order written)."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []
-        self.reads: list[int] = []
-
-    async def ledger_overview(self, *, since, cut, step=60, skip_kinds=(), sample=10_000):
-        assert set(skip_kinds) == {"shadow", "models"}
-        rows = [(i + 1, r) for i, r in enumerate(self.rows) if r[0] > since]
-        self.reads.append(len(rows))
-        sums: dict = {}
-        for _, r in rows:
-            s = sums.setdefault((int(r[0] // step), r[1], int(r[0] > cut)), [0, 0, 0, 0, 0.0])
-            s[0] += 1
-            s[1] += (r[2] or 0) >= 400
-            s[2] += r[5] or 0
-            s[3] += r[6] or 0
-            s[4] += r[7] or 0.0
-        k = max(1, -(-len(rows) // sample))
-        return ([(*key, *s) for key, s in sums.items()],
-                [(r[0], r[1], r[3], r[4]) for rowid, r in rows if rowid % k == 0])
+def in_bin(exact: float | None, values: list[float]) -> float | None:
+    """What the overview reports for the nearest-rank value `exact` of `values`: its histogram
+    bin's geometric midpoint, clamped to the least and greatest of `values`; within ~10% of it."""
+    if exact is None:
+        return None
+    got = min(max(HIST_LO_MS * HIST_RATIO ** (hist_bin(exact) + 0.5), min(values)), max(values))
+    assert 1 / math.sqrt(HIST_RATIO) <= got / exact <= math.sqrt(HIST_RATIO)
+    return got
 
 
 def nearest_rank(values: list[float], q: float) -> float | None:
@@ -417,10 +403,13 @@ def reference(rows: list[tuple], window: int, now: float, groups: list[str]) -> 
     rows = [r for r in rows if r[0] >= first * step]
 
     def figures(rs: list[tuple]) -> dict:
+        lat = [r[3] for r in rs if r[3] is not None]
+        ttft = nearest_rank([r[4] for r in rs], 0.5)  # not clamped: no least and greatest kept for it
         return {"requests": len(rs), "errors": sum(1 for r in rs if (r[2] or 0) >= 400),
-                "p50_ms": nearest_rank([r[3] for r in rs], 0.5), "p99_ms": nearest_rank([r[3] for r in rs], 0.99),
-                "ttft_p50_ms": nearest_rank([r[4] for r in rs], 0.5), "tokens_in": sum(r[5] or 0 for r in rs),
-                "tokens_out": sum(r[6] or 0 for r in rs), "cost_usd": sum(r[7] or 0 for r in rs)}
+                "p50_ms": in_bin(nearest_rank(lat, 0.5), lat), "p99_ms": in_bin(nearest_rank(lat, 0.99), lat),
+                "ttft_p50_ms": None if ttft is None else HIST_LO_MS * HIST_RATIO ** (hist_bin(ttft) + 0.5),
+                "tokens_in": sum(r[5] or 0 for r in rs), "tokens_out": sum(r[6] or 0 for r in rs),
+                "cost_usd": sum(r[7] or 0 for r in rs)}
 
     series = {}
     for name in (*groups, "*"):
@@ -443,65 +432,65 @@ def check(out: dict, ref: dict) -> None:
         assert close(out["totals"][field], value), (field, out["totals"], ref["totals"])
 
 
-def test_overview_arithmetic_matches_a_reference():
+def ledger_row(r: tuple, kind: str = "chat") -> tuple:
+    """A ledger row of the reference's (ts, model, status, latency_ms, ttft_ms, prompt_tokens,
+    completion_tokens, cost_usd)."""
+    out = dict.fromkeys(LEDGER_COLUMNS)
+    out.update(request_id=f"r{r[0]}", kind=kind, ts=r[0], model=r[1], status=r[2], latency_ms=r[3], ttft_ms=r[4],
+               prompt_tokens=r[5], completion_tokens=r[6], cost_usd=r[7])
+    return tuple(out.values())
+
+
+class CountingStore(SqliteStore):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.reads: list[int] = []
+
+    async def read_overview(self, since: int) -> list[tuple]:
+        got = await super().read_overview(since)
+        self.reads.append(len(got))
+        return got
+
+
+def test_overview_arithmetic_matches_a_reference(tmp_path):
+    """Exact counts and sums; percentiles within one histogram bin (exactly the bin the reference
+    says, clamped to the least and greatest latency); rows in batches that share minutes (merged
+    at write time); model listings and shadow copies left out; later refreshes read a few rows."""
     rng = random.Random(7)
     now = 1_800_000_000.0
-    ledger = FakeLedger()
     models = ["a", "b", "c", None, "unconfigured"]
 
     def row(ts: float) -> tuple:
         return (ts, rng.choice(models), rng.choice([200, 200, 200, 429, 500, None]),
-                round(rng.uniform(0.1, 900), 3), rng.choice([None, round(rng.uniform(0.1, 50), 3)]),
+                rng.choice([None, round(rng.uniform(0.1, 900), 3)]), rng.choice([None, round(rng.uniform(0.1, 50), 3)]),
                 rng.choice([None, rng.randint(0, 400)]), rng.randint(0, 100), rng.choice([None, rng.random() / 100]))
 
-    ledger.rows = [row(now - rng.uniform(0, 90000)) for _ in range(3000)]
-    tail = api.LedgerTail(ledger, settle=2.0)
+    rows = [row(now - rng.uniform(0, 90000)) for _ in range(3000)]
+    store = CountingStore(str(tmp_path / "o.db"))
 
     async def run() -> None:
+        await store.open()
+        for i in range(0, len(rows), 250):  # batches of mixed times: most minutes are in several
+            store.write_ledger([ledger_row(r) for r in rows[i:i + 250]])
+        store.write_ledger([ledger_row(r, kind) for r in rows[:50] for kind in ("shadow", "models")])
+        tail = api.LedgerTail(store, settle=2.0)
         await tail.refresh(now)
         for window in (3600, 86400):
-            check(tail.compute(window, now, ["a", "b", "c"]), reference(ledger.rows, window, now, ["a", "b", "c"]))
-        # New rows, and one that comes late but within `settle`: the next refresh reads only what is new.
+            check(tail.compute(window, now, ["a", "b", "c"]), reference(rows, window, now, ["a", "b", "c"]))
+        # New rows, and one that comes late but within `settle`: the next refresh reads only the
+        # minutes not yet complete.
         later = now + 30
-        ledger.rows += [row(later - rng.uniform(0, 25)) for _ in range(200)] + [row(now - 1.0)]
+        new = [row(later - rng.uniform(0, 25)) for _ in range(200)] + [row(now - 1.0)]
+        rows.extend(new)
+        store.write_ledger([ledger_row(r) for r in new])
         await tail.refresh(later)
-        assert ledger.reads[-1] < 300
+        assert store.reads[-1] <= 2 * len(models)
         out = tail.compute(3600, later, ["a", "b"])
-        check(out, reference(ledger.rows, 3600, later, ["a", "b"]))
-        assert out["sampled"] is False and out["rows"] == sum(1 for r in ledger.rows if r[0] >= out["from"])
+        check(out, reference(rows, 3600, later, ["a", "b"]))
+        assert out["sampled"] is False and out["rows"] == sum(1 for r in rows if r[0] >= out["from"])
+        await store.close()
 
     asyncio.run(run())
-
-
-def test_overview_says_when_percentiles_come_from_a_sample():
-    now = 1_800_000_000.0
-    ledger = FakeLedger()
-    ledger.rows = [(now - 3000 + i, "a", 200, float(i), None, 1, 1, 0.0) for i in range(3000)]
-    tail = api.LedgerTail(ledger, settle=2.0, cap=1000)
-
-    def held() -> int:
-        return len(tail.sample["ts"]) + len(tail.fresh_sample["ts"])
-
-    async def run() -> None:
-        await tail.refresh(now)
-        out = tail.compute(3600, now, ["a"])
-        # Counts exact; the percentiles from every third row (the cap).
-        assert out["sampled"] is True and out["rows"] == 3000 and out["totals"]["requests"] == 3000
-        assert out["complete_since"] == now - 86400 - 900 and held() <= 1000
-        assert 1400 <= out["totals"]["p50_ms"] <= 1600 and out["totals"]["p99_ms"] >= 2900
-        day = tail.compute(86400, now, ["a"])
-        assert day["sampled"] is True and day["totals"]["requests"] == 3000
-        # Rows keep coming: the oldest sampled are dropped to stay within the cap; counts stay exact.
-        ledger.rows += [(now + i, "a", 500, 1.0, None, 1, 1, 0.0) for i in range(1, 101)]
-        await tail.refresh(now + 110)
-        out = tail.compute(3600, now + 110, ["a"])
-        assert out["rows"] == 3100 and out["totals"]["errors"] == 100 and held() <= 1000
-        assert out["complete_since"] == tail.sample["ts"].min() > now - 3000
-
-    asyncio.run(run())
-    small = api.LedgerTail(ledger, settle=2.0, cap=100_000)
-    asyncio.run(small.refresh(now + 110))
-    assert small.compute(3600, now + 110, ["a"])["sampled"] is False
 
 
 def test_ledger_rows_query(tmp_path):
