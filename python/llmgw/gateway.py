@@ -170,7 +170,7 @@ class Gateway:
                  lambda: instantiate(Governance, "governance", {"config": config}))
             # The admin dashboard (/ui and the admin endpoints it reads): only an on_finish hook
             # on the request path, a tuple appended to a ring (llmgw/dashboard/plugin.py).
-            from llmgw.dashboard import Dashboard
+            from llmgw.dashboard.plugin import Dashboard
 
             take(lambda p: isinstance(p.instance, Dashboard) and p.instance.same_config(config),
                  lambda: instantiate(Dashboard, "dashboard", {"config": config}))

@@ -4,7 +4,3 @@
 endpoints' figures: the overview from the ledger, the routing view, the live architecture
 diagram, a request's attempts. The UI calls nothing but the admin API, with the master key.
 """
-
-from llmgw.dashboard.plugin import Dashboard
-
-__all__ = ["Dashboard"]

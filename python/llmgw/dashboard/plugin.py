@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmgw.dashboard import api
+import llmgw.dashboard.api as api
 from llmgw.errors import GatewayError
 from llmgw.plugins.api import Plugin
 from llmgw.services import RouteResponse

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from llmgw.cache.store import Entry
-from llmgw.cache.shared import Apply, Replicator, SharingUnavailable, _Flush, _Put, _cancel, _describe, _settle
+from llmgw.cache.shared.base import Apply, Replicator, SharingUnavailable, _Flush, _Put, _cancel, _describe, _settle
 
 __all__ = ["RedisReplicator", "redis_target"]
 

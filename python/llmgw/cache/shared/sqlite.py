@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmgw.cache.store import Entry
-from llmgw.cache.shared import Apply, Replicator, SharingUnavailable, _FLUSH_KEEP_S, _Flush, _Put, _cancel, _describe, _settle
+from llmgw.cache.shared.base import Apply, Replicator, SharingUnavailable, _FLUSH_KEEP_S, _Flush, _Put, _cancel, _describe, _settle
 
 log = logging.getLogger("llmgw")
 
