@@ -51,15 +51,15 @@ from llmgw.config import Config
 from llmgw.errors import GatewayError
 from llmgw.exchange import ChatRequest, ChatResponse, Outcome, RequestContext, Usage
 from llmgw.governance.pricing import PriceBook
+from llmgw.observability.metrics import DIR_ENV
 from llmgw.plugins.api import Plugin
 from llmgw.services import RouteRequest, RouteResponse, Services
 from llmgw.streaming import chunks_as_response
 
-__all__ = ["Cache", "RUN_DIR_ENV"]
+__all__ = ["Cache"]
 
 log = logging.getLogger("llmgw.cache")
 
-RUN_DIR_ENV = "LLMGW_METRICS_DIR"  # the supervisor's per-run directory, shared by its workers
 _TEAM_HEADER = "x-llmgw-team"
 _SANE = re.compile(r"^[\w.@:+\-]{1,128}$")
 _DIRECTIVE = re.compile(r"\s*([a-z\-]+)\s*(?:=\s*\"?(\d+)\"?)?\s*", re.I)
@@ -79,10 +79,10 @@ def _cache_control(value: str | None) -> dict[str, int | None]:
 class _Request:
     """What the plugin keeps about one request (ctx.metadata["cache.req"])."""
 
-    __slots__ = ("key", "group", "ttl", "vector", "shape", "flight", "store", "stream_chunks")
+    __slots__ = ("key", "group", "ttl", "vector", "shape", "flight", "stream_chunks")
 
-    def __init__(self, key: RequestKey, group: str, ttl: float | None, store: bool) -> None:
-        self.key, self.group, self.ttl, self.store = key, group, ttl, store
+    def __init__(self, key: RequestKey, group: str, ttl: float | None) -> None:
+        self.key, self.group, self.ttl = key, group, ttl
         self.vector: np.ndarray | None = None
         self.shape: Any = None  # the guards' analysis of key.text, kept for the entry
         self.flight: Flight | None = None  # set when this request leads a flight
@@ -250,8 +250,9 @@ class Cache(Plugin):
         path = None
         if cc.shared not in ("auto", "off"):
             path = cc.shared
-        elif cc.shared == "auto" and services.workers > 1 and os.environ.get(RUN_DIR_ENV):
-            path = os.path.join(os.environ[RUN_DIR_ENV], "cache.sqlite")
+        elif cc.shared == "auto" and services.workers > 1 and os.environ.get(DIR_ENV):
+            # The supervisor's directory for this run, shared by its workers (metrics use it too).
+            path = os.path.join(os.environ[DIR_ENV], "cache.sqlite")
         if path is None:
             return None
         from llmgw.cache.shared import SqliteReplicator
@@ -305,7 +306,7 @@ class Cache(Plugin):
         if isinstance(ns, GatewayError):
             return ns
         key = request_key(ns, group, request.body, self.embed_mode if policy.semantic else None)
-        pending = ctx.metadata["cache.req"] = _Request(key, group, policy.ttl, True)
+        pending = ctx.metadata["cache.req"] = _Request(key, group, policy.ttl)
         if "no-cache" not in directives:
             max_age = directives.get("max-age")
             hit = await self._lookup(ctx, request, pending, policy, max_age)
@@ -411,23 +412,18 @@ class Cache(Plugin):
         if request.stream:
             if not await flight.started():
                 return None
-            self._mark(ctx, "hit")
-            self.state.counts["coalesced"] += 1
-            ctx.response_headers.append(("x-llmgw-cache-coalesced", "true"))
-            ctx.metadata.pop("cache.req", None)
-            response = ChatResponse(raw=flight.response) if not flight.chunks else \
-                ChatResponse(chunks=flight.chunks_from_start())
-            response.usage = Usage(0, 0, 0)
-            return response
-        answer = await flight.wait()
-        if answer is None:
-            return None
+            response = ChatResponse(chunks=flight.chunks_from_start()) if flight.chunks else \
+                ChatResponse(raw=flight.response)
+        else:
+            answer = await flight.wait()
+            if answer is None:
+                return None
+            response = ChatResponse(raw=answer)
         self._mark(ctx, "hit")
         self.state.counts["coalesced"] += 1
         ctx.response_headers.append(("x-llmgw-cache-coalesced", "true"))
         ctx.metadata.pop("cache.req", None)
-        response = ChatResponse(raw=answer)
-        response.usage = Usage(0, 0, 0)
+        response.usage = Usage(0, 0, 0)  # the leader's upstream call is the one billed
         return response
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any]:
