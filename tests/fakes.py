@@ -150,8 +150,8 @@ class FakePool:
         self.replies = list(replies)
 
     async def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"", *,
-                      timeout: Any = None, timing: Any = None) -> FakeResponse:
-        self.requests.append({"method": method, "path": path, "headers": dict(headers), "body": body})
+                      timeout: Any = None, timing: Any = None, extra: Any = None) -> FakeResponse:
+        self.requests.append({"method": method, "path": path, "headers": dict(headers + (extra or [])), "body": body})
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         if reply == "refuse":
             raise ConnectError("cannot connect to upstream http://x: Connection refused", reason="connection refused")

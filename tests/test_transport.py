@@ -29,6 +29,7 @@ class Server:
         self.open_now = 0
         self.max_open = 0
         self.requests = 0
+        self.heads: list[str] = []  # each request's head, as received
         self.writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> Server:
@@ -52,6 +53,7 @@ class Server:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head.decode())
                 lines = head.decode().split("\r\n")
                 method, path, _ = lines[0].split(" ")
                 length = next((int(x.split(":")[1]) for x in lines if x.lower().startswith("content-length")), 0)
@@ -89,6 +91,27 @@ async def test_content_length_body_and_keepalive_reuse():
             assert await resp.read() == b'{"path":"/v1/chat/completions","len":%d}' % i
         assert srv.connections == 1, "keep-alive connection was not reused"
         await pool.aclose()
+
+
+async def test_per_request_headers_are_sent_beside_the_routes_cached_ones():
+    async def handler(method, path, body):
+        return [ok()]
+
+    fixed = [("content-type", "application/json"), ("authorization", "Bearer k")]
+    async with Server(handler) as srv:
+        pool = UpstreamPool(srv.url)
+        for i in range(3):
+            resp = await pool.request("POST", "/chat/completions", fixed, b"{}", extra=[("traceparent", f"00-{i}")])
+            await resp.read()
+        resp = await pool.request("POST", "/chat/completions", fixed, b"{}")
+        await resp.read()
+        await pool.aclose()
+    for i, head in enumerate(srv.heads[:3]):
+        lines = head.split("\r\n")
+        assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
+        assert f"traceparent: 00-{i}" in lines and "authorization: Bearer k" in lines and "content-length: 2" in lines
+    assert "traceparent" not in srv.heads[3]
+    assert len(pool._heads) == 1, "a per-request header must not make the route's header block a cache miss"
 
 
 async def test_chunked_body_streams_piece_by_piece():

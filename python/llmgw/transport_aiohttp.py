@@ -82,13 +82,16 @@ class AiohttpPool:
         return self._session
 
     async def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"", *,
-                      timeout: Timeouts | None = None, timing: Timed | None = None) -> Any:
+                      timeout: Timeouts | None = None, timing: Timed | None = None,
+                      extra: list[tuple[str, str]] | None = None) -> Any:
         t = timeout or Timeouts()
         started = time.perf_counter()
         if timing is not None:
             timing.sent = True  # aiohttp does not say when the bytes left; assume they may have
         ct = aiohttp.ClientTimeout(total=t.total, connect=t.connect or self.connect_timeout,
                                    sock_read=t.first_byte)
+        if extra:
+            headers = headers + extra
         try:
             resp = await self._get_session().request(method, self.base_url + path, headers=headers, data=body,
                                                      timeout=ct)

@@ -132,13 +132,13 @@ async def open_response(target: Target, ureq: UpstreamRequest, attempt: Attempt,
     """Send the request; the response once its head says 2xx (its body not read yet). Raises
     UpstreamFailure otherwise (an error body is read, classified and its connection released)."""
     t0 = time.perf_counter()
-    headers = ureq.headers
+    extra = None
     if ctx.trace is not None:  # this attempt becomes the parent of the upstream's own spans
         attempt.span_id = new_span_id()
-        headers = headers + ctx.trace.upstream_headers(attempt.span_id)
+        extra = ctx.trace.upstream_headers(attempt.span_id)
     try:
-        resp = await target.pool.request(ureq.method, ureq.path, headers, ureq.body,
-                                         timeout=timeouts or target.timeouts, timing=attempt)
+        resp = await target.pool.request(ureq.method, ureq.path, ureq.headers, ureq.body,
+                                         timeout=timeouts or target.timeouts, timing=attempt, extra=extra)
         attempt.status = resp.status
         if resp.status >= 300:
             body = await resp.read()
