@@ -235,7 +235,8 @@ def _explain_observability(cfg: Config) -> None:
         print("  tracing: off (a client's traceparent is still passed upstream)")
     lf = obs.langfuse
     if lf is not None:
-        print(f"  langfuse: a trace per request to {safe_url(lf.host)}, {lf.sample_ratio:.0%} sampled, "
+        via = "its OTLP endpoint" if lf.protocol == "otel" else "its ingestion API"
+        print(f"  langfuse: a trace per request to {safe_url(lf.host)} ({via}), {lf.sample_ratio:.0%} sampled, "
               f"prompts and answers {'not sent' if lf.bodies == 'none' else lf.bodies}")
 
 

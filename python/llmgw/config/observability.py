@@ -20,6 +20,7 @@
         secret_key: ${LANGFUSE_SECRET_KEY}
         bodies: redacted            # prompts and answers: redacted (PII and secrets replaced) | full | none
         sample_ratio: 1.0
+        protocol: ingestion         # the batch ingestion API; otel: its OTLP endpoint (Langfuse v4, Cloud)
       access_log:                   # one line per request
         format: auto                # auto (readable on a terminal, JSON otherwise) | json | text | off
         destination: stdout         # stdout | stderr | a file path (appended)
@@ -42,6 +43,7 @@ __all__ = ["AccessLogConfig", "LangfuseConfig", "MetricsConfig", "ObservabilityC
            "parse_observability"]
 
 BODIES = ("none", "redacted", "full")
+PROTOCOLS = ("ingestion", "otel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class LangfuseConfig:
     secret_key: str = field(repr=False)
     bodies: str = "redacted"
     sample_ratio: float = 1.0
+    protocol: str = "ingestion"  # ingestion (POST /api/public/ingestion) | otel (/api/public/otel/v1/traces)
     environment: str | None = None
     release: str | None = None
     timeout: float = 10.0
@@ -181,7 +184,8 @@ def _langfuse(doc: Doc, data: Any) -> LangfuseConfig | None:
         doc.error(path, "expected a mapping", "Write langfuse: {public_key: ${LANGFUSE_PUBLIC_KEY}, ...}")
         return None
     take(doc, data, path, {k: "" for k in ("enabled", "host", "public_key", "secret_key", "bodies", "sample_ratio",
-                                           "environment", "release", "timeout", "batch", "interval", "max_queue")})
+                                           "protocol", "environment", "release", "timeout", "batch", "interval",
+                                           "max_queue")})
     if not get(doc, data, path, "enabled", bool, True):
         return None
     env = doc.env
@@ -198,6 +202,8 @@ def _langfuse(doc: Doc, data: Any) -> LangfuseConfig | None:
         bodies=get(doc, data, path, "bodies", str, d.bodies,
                    lambda v: None if v in BODIES else f"must be one of {', '.join(BODIES)}"),
         sample_ratio=get(doc, data, path, "sample_ratio", float, d.sample_ratio, _ratio),
+        protocol=get(doc, data, path, "protocol", str, d.protocol,
+                     lambda v: None if v in PROTOCOLS else f"must be one of {', '.join(PROTOCOLS)}"),
         environment=get(doc, data, path, "environment", str, None,
                         lambda v: None if re.fullmatch(r"[a-z0-9_-]{1,40}", v) and not v.startswith("langfuse")
                         else "must be 1-40 characters of a-z, 0-9, - and _, not starting with 'langfuse'"),

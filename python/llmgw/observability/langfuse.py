@@ -45,7 +45,7 @@ import orjson
 from llmgw.observability.export import HttpExporter, safe_url
 from llmgw.observability.record import AttemptRecord, FinishRecord, StageRecord
 
-__all__ = ["LangfuseExporter", "MAX_BATCH_BYTES", "encode_batches", "events_of"]
+__all__ = ["LangfuseExporter", "MAX_BATCH_BYTES", "check_settings", "encode_batches", "events_of"]
 
 log = logging.getLogger("llmgw")
 
@@ -391,6 +391,25 @@ def encode_batches(records: list[FinishRecord], *, environment: str | None = Non
         yield _HEAD + b",".join(batch) + _TAIL, len(batch)
 
 
+def check_settings(host: str, public_key: str, secret_key: str, environment: str | None) -> tuple[str, str]:
+    """(the host without a trailing slash, the Authorization header) after checking what both
+    Langfuse exporters are given; ValueError naming what is wrong (never a key's value)."""
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("langfuse host must be an http(s) URL such as https://cloud.langfuse.com "
+                         "or http://langfuse.internal:3000")
+    if parts.username or parts.password:
+        raise ValueError("langfuse host must not carry credentials; set public_key and secret_key")
+    if not public_key or not secret_key:
+        raise ValueError("langfuse needs both public_key and secret_key (from the project's settings)")
+    if environment is not None and (not _ENVIRONMENT.fullmatch(environment)
+                                    or environment.startswith("langfuse")):
+        raise ValueError(f"langfuse environment {environment!r} must be 1-40 characters of a-z, 0-9, "
+                         "'-' or '_' and not start with 'langfuse' (Langfuse would store 'default')")
+    token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
+    return host.rstrip("/"), f"Basic {token}"
+
+
 class LangfuseExporter:
     """Sends finish records to one Langfuse project; `export` runs in the background queue's flush.
 
@@ -405,26 +424,13 @@ class LangfuseExporter:
     def __init__(self, host: str, public_key: str, secret_key: str, *, timeout: float = 10.0,
                  environment: str | None = None, release: str | None = None,
                  max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
-        parts = urlsplit(host)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("langfuse host must be an http(s) URL such as https://cloud.langfuse.com "
-                             "or http://langfuse.internal:3000")
-        if parts.username or parts.password:
-            raise ValueError("langfuse host must not carry credentials; set public_key and secret_key")
-        if not public_key or not secret_key:
-            raise ValueError("langfuse needs both public_key and secret_key (from the project's settings)")
-        if environment is not None and (not _ENVIRONMENT.fullmatch(environment)
-                                        or environment.startswith("langfuse")):
-            raise ValueError(f"langfuse environment {environment!r} must be 1-40 characters of a-z, 0-9, "
-                             "'-' or '_' and not start with 'langfuse' (Langfuse would store 'default')")
-        self.host = host.rstrip("/")
+        self.host, auth = check_settings(host, public_key, secret_key, environment)
         self.public_key = public_key
         self.environment = environment
         self.release = release
         self.max_batch_bytes = max_batch_bytes
-        token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
         self._http = HttpExporter(self.host + INGESTION_PATH, {
-            "authorization": f"Basic {token}",
+            "authorization": auth,
             "x-langfuse-sdk-name": "llmgw",
             "x-langfuse-public-key": public_key,
         }, timeout=timeout)
