@@ -74,6 +74,7 @@ class HttpExporter:
         self.sent = 0  # items delivered
         self.rejected = 0  # items dropped because the collector refused them (4xx)
         self.retries = 0  # batches kept for another try
+        self.last_refusal = 0  # the status of the last batch refused for good (0: none yet)
         self._last_log = 0.0
 
     def _log(self, message: str, *args: Any) -> None:
@@ -106,6 +107,7 @@ class HttpExporter:
             self._log("%s: %s answered %d; keeping %d items to retry", self.name, safe_url(self.url), status, items)
             raise ExportRetry(str(status))
         self.rejected += items
+        self.last_refusal = status
         self._log("%s: %s refused a batch of %d items with %d: %s", self.name, safe_url(self.url), items, status,
                   content[:200].decode("utf-8", "replace"))
         return None

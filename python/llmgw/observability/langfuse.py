@@ -455,6 +455,10 @@ class LangfuseExporter:
             resp = await self._http.post(body, "application/json", events)
             if resp is not None:
                 self._note_errors(resp, events)
+            elif self._http.last_refusal in (400, 404, 405, 410):
+                self._log_limited("%s: %s refuses the batch ingestion API (HTTP %d): Langfuse Cloud and Langfuse "
+                                  "v4 take traces at their OTLP endpoint; set observability.langfuse.protocol: otel",
+                                  self.name, self.host, self._http.last_refusal)
         self.records += len(records)
         if self._counts.get("too_large", 0) > too_large:
             self._log_limited("%s: %d requests were too large for one Langfuse batch even without "
