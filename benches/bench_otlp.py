@@ -9,11 +9,22 @@ same finish records and spans_of's attribute lists (turned into the dicts the SD
 the SDK side times what it adds: span objects (TracerProvider, contexts, attribute validation,
 a span processor) and `encode_spans(...).SerializeToString()`. Printed: µs per request, each part and total, and the
 ratio SDK / llmgw.
+
+Then the two llmgw paths side by side from a real traced request (run in process through the
+runner with a fake upstream; 4 spans: the request, a plugin's two hooks, one attempt that
+streamed the answer), batches
+of 500 again: the Python path `Observability.record` + `spans_of` + `encode_otlp_traces`, against
+`Telemetry.trace_request` (reads the request's objects and encodes its spans in Rust) +
+`frame_otlp_traces` (the batch's one body). Both give the same bytes (asserted).
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,7 +35,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from llmgw._core import encode_otlp_traces
+from llmgw._core import __version__, encode_otlp_traces, frame_otlp_traces
+from llmgw.observability import plugin as obs_plugin
 from llmgw.observability.otlp import SCOPE_NAME, spans_of
 from llmgw.observability.record import AttemptRecord, FinishRecord, StageRecord
 
@@ -146,13 +158,20 @@ def report() -> Iterator[None]:
              f"  {'':<34}{'median':>8}{'best':>8}"]
     labels = {"llmgw spans_of": "llmgw spans_of", "llmgw encode": "llmgw encode (Rust)",
               "llmgw total": "llmgw total", "sdk create spans": "sdk create spans (incl. spans_of)",
-              "sdk encode": "sdk encode_spans + Serialize", "sdk total": "sdk total"}
+              "sdk encode": "sdk encode_spans + Serialize", "sdk total": "sdk total",
+              "py record": "python path: record", "py spans_of": "python path: spans_of",
+              "py encode": "python path: encode", "py total": "python path: total",
+              "rust trace_request": "rust path: trace_request", "rust frame": "rust path: frame",
+              "rust total": "rust path: total"}
     for key, label in labels.items():
         if key in per:
             lines.append(f"  {label:<34}{per[key][0]:>8.2f}{per[key][1]:>8.2f}")
     if "llmgw total" in per and "sdk total" in per:
         ours_t, sdk_t = per["llmgw total"], per["sdk total"]
         lines.append(f"  {'sdk / llmgw':<34}{sdk_t[0] / ours_t[0]:>7.1f}x{sdk_t[1] / ours_t[1]:>7.1f}x")
+    if "py total" in per and "rust total" in per:
+        py_t, rust_t = per["py total"], per["rust total"]
+        lines.append(f"  {'python path / rust path':<34}{py_t[0] / rust_t[0]:>7.1f}x{py_t[1] / rust_t[1]:>7.1f}x")
     print("\n".join(lines))
 
 
@@ -205,3 +224,126 @@ def test_sdk_encode(benchmark: Any) -> None:
     benchmark(lambda: encode_spans(spans).SerializeToString())
     provider.shutdown()
     _keep(benchmark, "sdk encode")
+
+
+# --- the Python path against Telemetry.trace_request, from a real request's objects ------------------
+
+CONFIG = """
+upstreams:
+  up: {provider: openai, base_url: "http://api.openai.invalid:443/v1"}
+models:
+  smart: {upstream: up, model: gpt-4o-2024-08-06, price: {input: 2.5, output: 10}}
+observability:
+  access_log: false
+  tracing: {endpoint: "http://127.0.0.1:9/v1/traces", interval: 3600}
+plugins:
+  - plugin_samples:FinishRecorder
+  - {target: 'plugin_samples:Tracer', options: {tag: guard}}
+"""
+NOW = (1_790_000_000_123_456_789, 98_765.4321)
+
+
+def _real_request() -> tuple[Any, Any, Any]:
+    """(observability plugin, ctx, outcome) of one traced, streamed chat request."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fakes import FakeHttp, FakePool, gateway_for, run, stream
+
+    gw = gateway_for(CONFIG, up=FakePool(lambda: stream(["Hel", "lo"], usage=(850, 120))))
+    body = {"model": "smart", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True}, "temperature": 0.2, "max_tokens": 256}
+    asyncio.run(run(gw, FakeHttp(body, headers={"traceparent": "00-" + "4b" * 16 + "-" + "0b" * 8 + "-01"})))
+    recorder = next(p.instance for p in gw.chain.plugins if p.name == "FinishRecorder")
+    obs = next(p.instance for p in gw.chain.plugins if p.name == "observability")
+    [(ctx, outcome)] = recorder.records
+    return obs, ctx, outcome
+
+
+_REAL: list[Any] = []
+
+
+def real() -> tuple[Any, Any, Any]:
+    if not _REAL:
+        _REAL.extend(_real_request())
+    return _REAL[0], _REAL[1], _REAL[2]
+
+
+def _pinned_clock() -> Any:
+    old = obs_plugin.time
+    obs_plugin.time = SimpleNamespace(time_ns=lambda: NOW[0], perf_counter=lambda: NOW[1])  # type: ignore[assignment]
+    return old
+
+
+def py_path() -> bytes:
+    obs, ctx, outcome = real()
+    spans: list[tuple[Any, ...]] = []
+    for _ in range(BATCH):
+        spans += spans_of(obs.record(ctx, outcome), "llmgw")
+    return encode_otlp_traces(RESOURCE_LIST, SCOPE_NAME, __version__, spans)
+
+
+def rust_path(now: Any = None) -> bytes:
+    obs, ctx, outcome = real()
+    trace, run_, ended, usage = obs.telemetry.trace_request, outcome._run, outcome.ended, outcome._usage
+    items = [trace(ctx, run_, ended, usage, now=now)[1] for _ in range(BATCH)]
+    return frame_otlp_traces(RESOURCE_LIST, SCOPE_NAME, __version__, items)
+
+
+def test_both_llmgw_paths_give_the_same_bytes() -> None:
+    old = _pinned_clock()
+    try:
+        assert rust_path(NOW) == py_path()
+    finally:
+        obs_plugin.time = old
+    spans = ExportTraceServiceRequest.FromString(py_path()).resource_spans[0].scope_spans[0].spans
+    assert len(spans) >= 3 * BATCH
+
+
+@pytest.mark.benchmark(group="python path vs rust path: 500 real requests")
+def test_python_path_total(benchmark: Any) -> None:
+    benchmark(py_path)
+    _keep(benchmark, "py total")
+
+
+@pytest.mark.benchmark(group="python path vs rust path: 500 real requests")
+def test_rust_path_total(benchmark: Any) -> None:
+    benchmark(rust_path)
+    _keep(benchmark, "rust total")
+
+
+@pytest.mark.benchmark(group="python and rust path parts")
+def test_python_path_record(benchmark: Any) -> None:
+    obs, ctx, outcome = real()
+    benchmark(lambda: [obs.record(ctx, outcome) for _ in range(BATCH)])
+    _keep(benchmark, "py record")
+
+
+@pytest.mark.benchmark(group="python and rust path parts")
+def test_python_path_spans_of(benchmark: Any) -> None:
+    obs, ctx, outcome = real()
+    records = [obs.record(ctx, outcome) for _ in range(BATCH)]
+    benchmark(lambda: [spans_of(r, "llmgw") for r in records])
+    _keep(benchmark, "py spans_of")
+
+
+@pytest.mark.benchmark(group="python and rust path parts")
+def test_python_path_encode(benchmark: Any) -> None:
+    obs, ctx, outcome = real()
+    spans = [s for _ in range(BATCH) for s in spans_of(obs.record(ctx, outcome), "llmgw")]
+    benchmark(encode_otlp_traces, RESOURCE_LIST, SCOPE_NAME, __version__, spans)
+    _keep(benchmark, "py encode")
+
+
+@pytest.mark.benchmark(group="python and rust path parts")
+def test_rust_path_trace_request(benchmark: Any) -> None:
+    obs, ctx, outcome = real()
+    trace, run_, ended, usage = obs.telemetry.trace_request, outcome._run, outcome.ended, outcome._usage
+    benchmark(lambda: [trace(ctx, run_, ended, usage) for _ in range(BATCH)])
+    _keep(benchmark, "rust trace_request")
+
+
+@pytest.mark.benchmark(group="python and rust path parts")
+def test_rust_path_frame(benchmark: Any) -> None:
+    obs, ctx, outcome = real()
+    items = [obs.telemetry.trace_request(ctx, outcome._run, outcome.ended, outcome._usage)[1] for _ in range(BATCH)]
+    benchmark(frame_otlp_traces, RESOURCE_LIST, SCOPE_NAME, __version__, items)
+    _keep(benchmark, "rust frame")

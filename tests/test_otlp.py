@@ -16,7 +16,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from llmgw import __version__
-from llmgw._core import encode_otlp_traces
+from llmgw._core import encode_otlp_spans, encode_otlp_traces, frame_otlp_traces
 from llmgw.observability.export import ExportRetry
 from llmgw.observability.otlp import OtlpExporter, spans_of
 from llmgw.observability.record import AttemptRecord, FinishRecord, StageRecord
@@ -112,6 +112,22 @@ def random_span(rng: random.Random) -> tuple[Any, ...]:
 
 
 # --- the encoder ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(20))
+def test_span_entries_framed_are_the_whole_request(seed: int) -> None:
+    """encode_otlp_spans of any split of the spans, framed by frame_otlp_traces, is byte for byte
+    encode_otlp_traces of them all (what trace_request's items and the exporter rely on)."""
+    rng = random.Random(seed)
+    spans = [random_span(rng) for _ in range(rng.randrange(0, 12))]
+    resource = [("service.name", "llmgw"), ("n", seed)]
+    cuts = sorted(rng.sample(range(len(spans) + 1), min(3, len(spans) + 1)))
+    items = [encode_otlp_spans(spans[a:b]) for a, b in zip([0, *cuts], [*cuts, len(spans)])]
+    want = encode_otlp_traces(resource, "llmgw", __version__, spans)
+    assert frame_otlp_traces(resource, "llmgw", __version__, items) == want == reference(
+        resource, ("llmgw", __version__), spans)
+    assert frame_otlp_traces([], "", "", []) == encode_otlp_traces([], "", "", [])
+    with pytest.raises(TypeError):
+        frame_otlp_traces(resource, "llmgw", __version__, ["not bytes"])
 
 def test_every_field_of_a_span_round_trips() -> None:
     attrs = [("gen_ai.request.model", "gpt-4o"), ("gen_ai.request.stream", True), ("flag.false", False),

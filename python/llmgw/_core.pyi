@@ -566,6 +566,15 @@ def encode_otlp_traces(
     canonical proto3 encoding (what protobuf's SerializeToString gives for the same message).
     """
 
+def encode_otlp_spans(spans: list[tuple]) -> bytes:  # type: ignore[type-arg]
+    """`encode_otlp_traces`'s spans (same checks) as `ScopeSpans.spans` entries only, like
+    `Telemetry.trace_request`'s."""
+
+def frame_otlp_traces(resource: list[tuple[str, _OtlpValue]] | list[str | _OtlpValue], scope_name: str,
+                      scope_version: str, items: list[bytes]) -> bytes:
+    """`encode_otlp_traces(resource, scope_name, scope_version, <the spans>)` around span entries
+    already encoded (`trace_request`, `encode_otlp_spans`), concatenated in order."""
+
 # --- telemetry (rust/src/telemetry.rs) -------------------------------------------------------
 
 TELEMETRY_FIELDS: tuple[str, ...]
@@ -606,8 +615,10 @@ class Telemetry:
         *,
         prices: dict[str, tuple[float, float, float | None] | None] | None = None,
         providers: dict[str, str] | None = None,
+        addresses: dict[str, str] | None = None,
     ) -> None:
-        """Replace the tables `finish_request` reads (each one given; a reload keeps the object):
+        """Replace the tables `finish_request` and `trace_request` read (each one given; a reload
+        keeps the object):
 
         - `prices`: deployment -> (input, output, cached_input or None) in micro-USD per token
           (USD per 1M tokens: `config.Price` as `PriceBook.for_deployment` gives it), or None for
@@ -616,8 +627,10 @@ class Telemetry:
         - `providers`: upstream name -> provider name (`config.upstreams[name].provider`); an
           upstream not in it is written as provider "" (as `Observability.upstreams.get(target,
           ("", ""))[0]`).
+        - `addresses`: upstream name -> "host[:port]" (`Observability.upstreams[name][1]`):
+          trace_request's server.address/port (as `otlp._server_address`); absent: neither.
 
-        Both are checked before either is replaced: a wrong table (TypeError, ValueError) changes
+        All are checked before any is replaced: a wrong table (TypeError, ValueError) changes
         nothing."""
 
     def finish_request(
@@ -659,6 +672,18 @@ class Telemetry:
         (`ctx.user must be a str or None, not int`) and nothing is counted; a str with a lone
         surrogate is written with U+FFFD in its place, as `finish` does.
         """
+
+    def trace_request(self, ctx: object, run: object, ended: float, usage: tuple[object, bool] | None = None, *,
+                      now: tuple[int, float] | None = None) -> tuple[int, bytes] | None:
+        """The request's OTLP spans as `(span count, ScopeSpans.spans entries)` (for
+        `frame_otlp_traces`), read like `finish_request` (same objects, tables, `now`); None when
+        ctx.trace is None, not sampled, or has no trace id. Exactly the spans of
+        `spans_of(Observability.record(ctx, outcome))` (same ids, attribute order, values, types;
+        tested byte for byte). Also reads ctx.trace's ids, ctx.dialect, ctx.stages, each attempt's
+        target, model, started, ttfb_s, span_id, error_class; run.error.type/.message,
+        run.pump.finish_reason, run.req.body's sampling parameters. Raises TypeError/ValueError
+        on an unexpected type or a malformed id (the caller falls back to the Python path); a lone
+        surrogate becomes U+FFFD."""
 
     @property
     def slot_reads_known(self) -> int:

@@ -431,7 +431,9 @@ impl Writer<'_> {
         }
     }
 
-    fn span(&mut self, span: &Span<'_>, len: usize) {
+    /// The span as one `ScopeSpans.spans` entry; `encoded_attributes` are more of its attributes,
+    /// already written (see [`push_attribute`]), put after `span.attributes`.
+    fn span(&mut self, span: &Span<'_>, len: usize, encoded_attributes: &[u8]) {
         self.header(SCOPE_SPANS_SPANS, len);
         self.bytes_field(SPAN_TRACE_ID, &span.trace_id);
         self.bytes_field(SPAN_SPAN_ID, &span.span_id);
@@ -452,6 +454,7 @@ impl Writer<'_> {
             self.fixed64(span.end_time_unix_nano);
         }
         self.attributes(SPAN_ATTRIBUTES, span.attributes);
+        self.put(encoded_attributes);
         let status = status_len(&span.status);
         if status != 0 {
             self.header(SPAN_STATUS, status);
@@ -510,7 +513,7 @@ impl<'r, 'a> ExportRequest<'r, 'a> {
         w.opt_str_field(SCOPE_NAME, self.scope.name);
         w.opt_str_field(SCOPE_VERSION, self.scope.version);
         for (span, &len) in self.spans.iter().zip(&sizes.spans) {
-            w.span(span, len);
+            w.span(span, len, &[]);
         }
         assert_eq!(w.pos, w.buf.len(), "sizes and writer disagree");
     }
@@ -519,6 +522,207 @@ impl<'r, 'a> ExportRequest<'r, 'a> {
         let mut out = vec![0; self.len()];
         self.write(&mut out);
         out
+    }
+}
+
+// --- spans encoded one request at a time, framed later -----------------------------------------
+
+#[inline]
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// `Writer::any_value` onto a Vec.
+fn put_any_value(out: &mut Vec<u8>, value: &AnyValue<'_>) {
+    match value {
+        AnyValue::Str(s) => {
+            out.push(ANY_STRING);
+            put_varint(out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        AnyValue::Bool(b) => {
+            out.push(ANY_BOOL);
+            out.push(*b as u8);
+        }
+        AnyValue::Int(i) => {
+            out.push(ANY_INT);
+            put_varint(out, *i as u64);
+        }
+        AnyValue::Double(d) => {
+            out.push(ANY_DOUBLE);
+            out.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        AnyValue::Array(values) => {
+            out.push(ANY_ARRAY);
+            put_varint(out, array_value_len(values) as u64);
+            for v in values {
+                out.push(ARRAY_VALUES);
+                put_varint(out, any_value_len(v) as u64);
+                put_any_value(out, v);
+            }
+        }
+    }
+}
+
+/// The key part of an attribute entry whose AnyValue is `any` bytes long.
+#[inline]
+fn put_attribute_head(out: &mut Vec<u8>, key: &str, any: usize) {
+    let kv = opt_len_field(key.len()) + len_field(any);
+    out.reserve(len_field(kv));
+    out.push(SPAN_ATTRIBUTES);
+    put_varint(out, kv as u64);
+    if !key.is_empty() {
+        out.push(KV_KEY);
+        put_varint(out, key.len() as u64);
+        out.extend_from_slice(key.as_bytes());
+    }
+    out.push(KV_VALUE);
+    put_varint(out, any as u64);
+}
+
+/// Append one attribute to `out` as a `Span.attributes` entry (field 9: key, length, KeyValue),
+/// the bytes [`push_span`] takes as `encoded_attributes` (the same bytes `Writer` writes for a
+/// `KeyValue` of `Span.attributes`). Writing attributes as they are read needs no borrowed text
+/// to outlive the read.
+#[inline]
+pub fn push_attribute(out: &mut Vec<u8>, key: &str, value: &AnyValue<'_>) {
+    let any = any_value_len(value);
+    if !key.is_empty() && key.len() <= SHORT_KEY && !matches!(value, AnyValue::Array(_)) {
+        // the common case, assembled on the stack and appended at most twice: ~3x fewer
+        // instructions than a push per byte (callgrind, ~30 attributes per request)
+        let mut head = [0u8; SHORT_KEY + 48];
+        head[0] = SPAN_ATTRIBUTES;
+        let mut n = 1 + varint_into(&mut head[1..], (len_field(key.len()) + len_field(any)) as u64);
+        head[n] = KV_KEY;
+        n += 1 + varint_into(&mut head[n + 1..], key.len() as u64);
+        head[n..n + key.len()].copy_from_slice(key.as_bytes());
+        n += key.len();
+        head[n] = KV_VALUE;
+        n += 1 + varint_into(&mut head[n + 1..], any as u64);
+        match value {
+            AnyValue::Str(s) => {
+                head[n] = ANY_STRING;
+                n += 1 + varint_into(&mut head[n + 1..], s.len() as u64);
+                out.extend_from_slice(&head[..n]);
+                out.extend_from_slice(s.as_bytes());
+                return;
+            }
+            AnyValue::Bool(b) => {
+                head[n] = ANY_BOOL;
+                head[n + 1] = *b as u8;
+                n += 2;
+            }
+            AnyValue::Int(i) => {
+                head[n] = ANY_INT;
+                n += 1 + varint_into(&mut head[n + 1..], *i as u64);
+            }
+            AnyValue::Double(d) => {
+                head[n] = ANY_DOUBLE;
+                head[n + 1..n + 9].copy_from_slice(&d.to_bits().to_le_bytes());
+                n += 9;
+            }
+            AnyValue::Array(_) => unreachable!(),
+        }
+        out.extend_from_slice(&head[..n]);
+        return;
+    }
+    put_attribute_head(out, key, any);
+    put_any_value(out, value);
+}
+
+/// Keys up to this long take `push_attribute`'s stack path.
+const SHORT_KEY: usize = 64;
+
+/// `value` as a varint at the start of `buf`; its length.
+#[inline]
+fn varint_into(buf: &mut [u8], mut value: u64) -> usize {
+    let mut i = 0;
+    while value >= 0x80 {
+        buf[i] = (value as u8) | 0x80;
+        value >>= 7;
+        i += 1;
+    }
+    buf[i] = value as u8;
+    i + 1
+}
+
+/// `push_attribute(out, key, &AnyValue::Array(strs as AnyValue::Str))` without the vector.
+pub fn push_str_array_attribute(out: &mut Vec<u8>, key: &str, items: &[&str]) {
+    let array: usize = items.iter().map(|s| len_field(len_field(s.len()))).sum();
+    put_attribute_head(out, key, len_field(array));
+    out.push(ANY_ARRAY);
+    put_varint(out, array as u64);
+    for s in items {
+        out.push(ARRAY_VALUES);
+        put_varint(out, len_field(s.len()) as u64);
+        out.push(ANY_STRING);
+        put_varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Append `span` to `out` as one `ScopeSpans.spans` entry (field 2: key, length, Span), with
+/// `encoded_attributes` (from [`push_attribute`]) after `span.attributes`. Entries of many
+/// requests concatenated and framed by [`FramedRequest`] are byte for byte the
+/// [`ExportRequest`] of all their spans.
+pub fn push_span(out: &mut Vec<u8>, span: &Span<'_>, encoded_attributes: &[u8]) {
+    let body = span_len(span) + encoded_attributes.len();
+    let len = len_field(body);
+    let start = out.len();
+    out.resize(start + len, 0);
+    let mut w = Writer { buf: &mut out[start..], pos: 0 };
+    w.span(span, body, encoded_attributes);
+    assert_eq!(w.pos, len, "sizes and writer disagree");
+}
+
+/// An `ExportTraceServiceRequest` of one resource and one scope around span entries already
+/// encoded ([`push_span`]): `items` are concatenated as they are, in order.
+pub struct FramedRequest<'r, 'a> {
+    resource: &'r [KeyValue<'a>],
+    scope: Scope<'a>,
+    items: &'r [&'r [u8]],
+    resource_len: usize,
+    scope_len: usize,
+    scope_spans: usize,
+    resource_spans: usize,
+}
+
+impl<'r, 'a> FramedRequest<'r, 'a> {
+    pub fn new(resource: &'r [KeyValue<'a>], scope: Scope<'a>, items: &'r [&'r [u8]]) -> Self {
+        let resource_len = attributes_len(resource);
+        let scope_len = scope_len(&scope);
+        let scope_spans = len_field(scope_len) + items.iter().map(|i| i.len()).sum::<usize>();
+        let resource_spans = len_field(resource_len) + len_field(scope_spans);
+        FramedRequest { resource, scope, items, resource_len, scope_len, scope_spans, resource_spans }
+    }
+
+    pub fn len(&self) -> usize {
+        len_field(self.resource_spans)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Write the request into `out`, exactly `len()` bytes (panics otherwise).
+    pub fn write(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.len(), "the buffer must be exactly len() bytes");
+        let mut w = Writer { buf: out, pos: 0 };
+        w.header(REQUEST_RESOURCE_SPANS, self.resource_spans);
+        w.header(RESOURCE_SPANS_RESOURCE, self.resource_len);
+        w.attributes(RESOURCE_ATTRIBUTES, self.resource);
+        w.header(RESOURCE_SPANS_SCOPE_SPANS, self.scope_spans);
+        w.header(SCOPE_SPANS_SCOPE, self.scope_len);
+        w.opt_str_field(SCOPE_NAME, self.scope.name);
+        w.opt_str_field(SCOPE_VERSION, self.scope.version);
+        for item in self.items {
+            w.put(item);
+        }
+        assert_eq!(w.pos, w.buf.len(), "sizes and writer disagree");
     }
 }
 

@@ -1,12 +1,20 @@
-"""OpenTelemetry trace export over OTLP/HTTP: each finish record becomes the request's spans,
-encoded to the official protobuf (`ExportTraceServiceRequest`) in Rust.
+"""OpenTelemetry trace export over OTLP/HTTP: each traced request becomes its spans, encoded to the
+official protobuf (`ExportTraceServiceRequest`) in Rust.
 
 Why not the OpenTelemetry SDK: on this machine it costs ~58 µs to create a request's 3 spans and
-~144 µs to encode them, while the gateway's whole per-request CPU budget is ~59 µs. The request
-path only fills a `FinishRecord`; `OtlpExporter.export` runs in the background queue's flush and
-turns a batch of records into one POST. Measured side by side (benches/bench_otlp.py, 3 spans per
-request, batches of 500): ~8 µs per request here (spans_of ~5, the Rust encoder ~3) against
-~260 µs for the SDK making and encoding the same spans.
+~144 µs to encode them, while the gateway's whole per-request CPU budget is ~59 µs.
+
+Two paths give the same bytes. The gateway's: `Observability.on_finish` calls
+`Telemetry.trace_request` (Rust), which reads the request's own objects and returns its spans
+already encoded; `OtlpExporter.export`, the background queue's flush, only frames a batch of them
+into one POST (`frame_otlp_traces`). The reference, and the fallback when the Rust read raises:
+a `FinishRecord`, turned into span tuples by `spans_of` below and encoded by the Rust encoder.
+Measured side by side (benches/bench_otlp.py, one real traced request of 4 spans, batches of 500,
+best rounds on a shared 2-core VM): the Python path ~25 µs per request (record ~9-12, spans_of ~7,
+the encoder ~4-5) against ~3-4 µs for trace_request, and ~0.1 µs to frame it into the batch. Over
+the whole gateway (callgrind, benches/load/instructions.py) every request traced costs 386.1k
+instructions per request (519.4k with the Python path and the previous trace context), the same
+without tracing 336.5k. The SDK making and encoding the same spans: ~260 µs.
 
 Spans of one request (OpenTelemetry GenAI and HTTP semantic conventions):
 
@@ -44,7 +52,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmgw._core import __version__, encode_otlp_traces
+from llmgw._core import __version__, encode_otlp_spans, encode_otlp_traces, frame_otlp_traces
 from llmgw.observability.export import HttpExporter
 from llmgw.observability.record import AttemptRecord, FinishRecord
 
@@ -355,8 +363,8 @@ def _partial_success(body: bytes) -> tuple[int, str]:
 
 
 class OtlpExporter(HttpExporter):
-    """Posts finish records' spans to an OTLP/HTTP traces endpoint; `export` is the background
-    queue's flush.
+    """Posts traced requests' spans to an OTLP/HTTP traces endpoint; `export` is the background
+    queue's flush (its items: `Telemetry.trace_request`'s, or FinishRecords).
 
     One POST per batch (content-type application/x-protobuf). What the collector answers is
     HttpExporter's rule: 2xx delivered, 408/429/5xx or no connection raise ExportRetry (the queue
@@ -366,9 +374,10 @@ class OtlpExporter(HttpExporter):
     """
 
     name = "otlp"
-    # Records turned into spans between two yields to the event loop: spans_of costs ~5 µs per
-    # request here, so 64 records hold in-flight requests up ~0.3 ms at a time; the one encode
-    # call of a 500-record batch then takes ~1.5 ms (~3 µs per request, bench_otlp).
+    # FinishRecords (the Python path) turned into spans between two yields to the event loop:
+    # spans_of costs ~4-5 µs per request here, so 64 records hold in-flight requests up ~0.3 ms at
+    # a time. Items of trace_request are only copied into the body (framing 500 of them is a ~1 MB
+    # copy, ~0.1 µs per request: bench_otlp), so they need no yield.
     YIELD_EVERY = 64
 
     def __init__(self, endpoint: str, headers: dict[str, str] | None = None, *, service_name: str = "llmgw",
@@ -405,17 +414,31 @@ class OtlpExporter(HttpExporter):
         """The ExportTraceServiceRequest body for `spans` (raises ValueError/TypeError on a bad span)."""
         return encode_otlp_traces(self.resource, SCOPE_NAME, __version__, spans)
 
-    async def export(self, records: list[FinishRecord]) -> None:
-        """POST every span of `records` in one request; raises ExportRetry when the collector
-        could not take it now (the queue keeps the records and calls again)."""
+    async def export(self, items: list[tuple[int, bytes] | FinishRecord]) -> None:
+        """POST every span of `items` in one request; raises ExportRetry when the collector could
+        not take it now (the queue keeps the items and calls again).
+
+        An item is what `Observability.on_finish` queued: `(span count, span entries)` from
+        `Telemetry.trace_request` (already encoded: only framed here), or a FinishRecord (the
+        Python path: turned into spans with `spans_of` and encoded)."""
+        chunks: list[bytes] = []
+        total = 0
         spans: list[tuple[Any, ...]] = []
         counts: list[int] = []
         service = self.service_name
-        for i, record in enumerate(records):
-            if i and i % self.YIELD_EVERY == 0:
+        records = 0
+        for item in items:
+            if type(item) is tuple:
+                n, chunk = item
+                if n:
+                    chunks.append(chunk)
+                    total += n
+                continue
+            if records and records % self.YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+            records += 1
             try:
-                got = spans_of(record, service)
+                got = spans_of(item, service)  # type: ignore[arg-type]
             except Exception as exc:  # a malformed record must not block the queue on every retry
                 self.invalid += 1
                 self._log("%s: dropped a request whose spans cannot be built (%d so far): %s: %s", self.name,
@@ -423,29 +446,32 @@ class OtlpExporter(HttpExporter):
                 continue
             spans += got
             counts.append(len(got))
-        if not spans:
+        if spans:
+            try:
+                chunk = encode_otlp_spans(spans)
+            except (ValueError, TypeError, OverflowError):
+                spans, chunk = self._without_invalid(spans, counts)
+            if spans:
+                chunks.append(chunk)
+                total += len(spans)
+        if not total:
             return
-        try:
-            body = self.encode(spans)
-        except (ValueError, TypeError, OverflowError):
-            spans, body = self._without_invalid(spans, counts)
-            if not spans:
-                return
+        body = frame_otlp_traces(self.resource, SCOPE_NAME, __version__, chunks)
         if self.gzip:  # zlib lets go of the GIL: a ~1 MB batch compresses beside the event loop
             body = await asyncio.to_thread(gzip.compress, body, 1)
-        resp = await self.post(body, CONTENT_TYPE, len(spans))
+        resp = await self.post(body, CONTENT_TYPE, total)
         if resp is not None and resp.content:
             rejected, message = _partial_success(resp.content)
             if rejected:
-                rejected = min(rejected, len(spans))
+                rejected = min(rejected, total)
                 self.sent -= rejected
                 self.rejected += rejected
-                self._log("%s: the collector rejected %d of %d spans: %s", self.name, rejected, len(spans),
+                self._log("%s: the collector rejected %d of %d spans: %s", self.name, rejected, total,
                           message[:200])
 
     def _without_invalid(self, spans: list[tuple[Any, ...]], counts: list[int]) -> tuple[list[tuple[Any, ...]], bytes]:
-        """Keep the records whose spans encode; count and log the others (sending the batch as
-        it is would fail the same way on every retry)."""
+        """Keep the records whose spans encode (and their span entries); count and log the others
+        (sending the batch as it is would fail the same way on every retry)."""
         kept: list[tuple[Any, ...]] = []
         start = 0
         first_error = ""
@@ -455,7 +481,7 @@ class OtlpExporter(HttpExporter):
             if not group:
                 continue
             try:
-                self.encode(group)
+                encode_otlp_spans(group)
             except (ValueError, TypeError, OverflowError) as exc:
                 self.invalid += 1
                 first_error = first_error or str(exc)
@@ -463,7 +489,7 @@ class OtlpExporter(HttpExporter):
             kept += group
         self._log("%s: dropped requests whose spans cannot be encoded (%d so far): %s", self.name,
                   self.invalid, first_error)
-        return kept, self.encode(kept) if kept else b""
+        return kept, encode_otlp_spans(kept) if kept else b""
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), "invalid": self.invalid}

@@ -240,14 +240,12 @@ fn span_fields<'a>(
     })
 }
 
-#[pyfunction]
-fn encode_otlp_traces<'py>(
-    py: Python<'py>,
+/// Both passes over `resource` and `spans`, then `f` with the borrowed attributes and spans.
+fn with_spans<'py, R>(
     resource: &Bound<'py, PyAny>,
-    scope_name: &str,
-    scope_version: &str,
     spans: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyBytes>> {
+    f: impl FnOnce(&[KeyValue<'_>], &[Span<'_>]) -> PyResult<R>,
+) -> PyResult<R> {
     // first pass: hold every object whose text or bytes the encoder borrows
     // sized for a typical request's spans (~20 attributes each) so the vectors rarely regrow
     let span_count = spans.len().unwrap_or(0);
@@ -288,15 +286,72 @@ fn encode_otlp_traces<'py>(
         .into_iter()
         .map(|(span, range)| Span { attributes: &kvs[range], ..span })
         .collect();
-    let scope = Scope { name: scope_name, version: scope_version };
-    let request = otlp::ExportRequest::new(&kvs[resource_kvs], scope, &out);
-    // written straight into the bytes object: no second ~1 MB buffer and copy per batch
-    PyBytes::new_with(py, request.len(), |buf| {
-        request.write(buf);
-        Ok(())
+    f(&kvs[resource_kvs], &out)
+}
+
+#[pyfunction]
+fn encode_otlp_traces<'py>(
+    py: Python<'py>,
+    resource: &Bound<'py, PyAny>,
+    scope_name: &str,
+    scope_version: &str,
+    spans: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    with_spans(resource, spans, |resource, spans| {
+        let scope = Scope { name: scope_name, version: scope_version };
+        let request = otlp::ExportRequest::new(resource, scope, spans);
+        // written straight into the bytes object: no second ~1 MB buffer and copy per batch
+        PyBytes::new_with(py, request.len(), |buf| {
+            request.write(buf);
+            Ok(())
+        })
+    })
+}
+
+/// The spans as `ScopeSpans.spans` entries only (what `Telemetry.trace_request` returns), for
+/// `frame_otlp_traces`.
+#[pyfunction]
+fn encode_otlp_spans<'py>(py: Python<'py>, spans: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let empty = pyo3::types::PyList::empty(py);
+    with_spans(empty.as_any(), spans, |_, spans| {
+        let mut out = Vec::with_capacity(spans.len() * 512);
+        for span in spans {
+            otlp::push_span(&mut out, span, &[]);
+        }
+        Ok(PyBytes::new(py, &out))
+    })
+}
+
+/// One ExportTraceServiceRequest of `resource` and the scope around span entries already encoded
+/// (`items`: bytes, concatenated in order).
+#[pyfunction]
+fn frame_otlp_traces<'py>(
+    py: Python<'py>,
+    resource: &Bound<'py, PyAny>,
+    scope_name: &str,
+    scope_version: &str,
+    items: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let held: Vec<Bound<'py, PyBytes>> = items
+        .try_iter()?
+        .map(|item| {
+            item?.cast_into::<PyBytes>().map_err(|_| PyTypeError::new_err("frame_otlp_traces: items must be bytes"))
+        })
+        .collect::<PyResult<_>>()?;
+    let slices: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
+    let empty = pyo3::types::PyList::empty(py);
+    with_spans(resource, empty.as_any(), |resource, _| {
+        let scope = Scope { name: scope_name, version: scope_version };
+        let request = otlp::FramedRequest::new(resource, scope, &slices);
+        PyBytes::new_with(py, request.len(), |buf| {
+            request.write(buf);
+            Ok(())
+        })
     })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(encode_otlp_traces, m)?)
+    m.add_function(wrap_pyfunction!(encode_otlp_traces, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_otlp_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(frame_otlp_traces, m)?)
 }

@@ -275,6 +275,8 @@ mod request;
 
 use request::{finish_read, read_request};
 
+mod trace;
+
 /// `prices` as given to the constructor or `configure`: deployment -> (input, output,
 /// cached_input) micro-USD per token, or None (no price).
 fn read_prices(prices: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Option<Price>)>> {
@@ -319,6 +321,8 @@ pub struct PyTelemetry {
     catalog: Catalog,
     /// What finish_request learned of the request objects' types (`Slots`).
     slots: Box<Slots>,
+    /// upstream -> (server.address, server.port) for `trace_request`.
+    addresses: trace::Addresses,
 }
 
 impl PyTelemetry {
@@ -361,17 +365,31 @@ impl PyTelemetry {
     ) -> PyResult<Self> {
         let inner = telemetry::Telemetry::new(json_log, &latency_bounds, &overhead_bounds, per_key, max_log_bytes)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mut t = PyTelemetry { inner, catalog: Catalog::default(), slots: Box::default() };
-        t.configure(prices, providers)?;
+        let mut t =
+            PyTelemetry { inner, catalog: Catalog::default(), slots: Box::default(), addresses: Default::default() };
+        t.configure(prices, providers, None)?;
         Ok(t)
     }
 
-    /// Replace the prices and/or the providers `finish_request` reads (a reload keeps the object).
-    #[pyo3(signature = (*, prices = None, providers = None))]
-    fn configure(&mut self, prices: Option<&Bound<'_, PyDict>>, providers: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-        // both read before either is set: a wrong table changes nothing
+    /// Replace the prices, providers and/or addresses `finish_request` and `trace_request` read
+    /// (a reload keeps the object).
+    #[pyo3(signature = (*, prices = None, providers = None, addresses = None))]
+    fn configure(
+        &mut self,
+        prices: Option<&Bound<'_, PyDict>>,
+        providers: Option<&Bound<'_, PyDict>>,
+        addresses: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        // all read before any is set: a wrong table changes nothing
         let prices = prices.map(read_prices).transpose()?;
         let providers = providers.map(read_providers).transpose()?;
+        let addresses = addresses.map(|a| read_providers(a).map_err(|_| {
+            PyTypeError::new_err("addresses must map str (upstream) to str (host:port)")
+        })).transpose()?;
+        if let Some(addresses) = addresses {
+            self.addresses =
+                addresses.iter().map(|(u, a)| (Box::<str>::from(u.as_str()), trace::server_address(a))).collect();
+        }
         if let Some(prices) = prices {
             self.catalog.set_prices(prices.iter().map(|(d, p)| (d.as_str(), *p)));
         }
@@ -404,6 +422,22 @@ impl PyTelemetry {
                 }
             }
         }
+    }
+
+    /// The request's OTLP spans as `ScopeSpans.spans` entries (see `_core.pyi`): (count, bytes),
+    /// or None when it has no sampled trace.
+    #[pyo3(signature = (ctx, run, ended, usage = None, *, now = None))]
+    fn trace_request<'py>(
+        &mut self,
+        ctx: &Bound<'py, PyAny>,
+        run: &Bound<'py, PyAny>,
+        ended: f64,
+        usage: Option<&Bound<'py, PyAny>>,
+        now: Option<(i64, f64)>,
+    ) -> PyResult<Option<(usize, Bound<'py, PyBytes>)>> {
+        let clock = now.unwrap_or_else(crate::telemetry::request::now);
+        let got = trace::trace_request(&mut self.slots, &self.catalog, &self.addresses, ctx, run, ended, usage, clock)?;
+        Ok(got.map(|(n, bytes)| (n, PyBytes::new(ctx.py(), &bytes))))
     }
 
     /// How many of finish_request's reads go straight to a slot (per read site and type).

@@ -20,22 +20,22 @@ macro_rules! attr {
 }
 
 /// The texts a request's Finish borrows, by index: each read as a str (or None) and kept alive here.
-const REQUEST_ID: usize = 0;
-const KIND: usize = 1;
-const METHOD: usize = 2;
-const ROUTE: usize = 3;
-const RESULT: usize = 4;
-const MODEL: usize = 5;
-const GROUP: usize = 6;
-const DEPLOYMENT: usize = 7;
-const ERROR_CODE: usize = 8;
-const KEY_ID: usize = 9;
-const KEY_NAME: usize = 10;
-const USER: usize = 11;
-const TEAM: usize = 12;
-const CACHE: usize = 13;
+pub(super) const REQUEST_ID: usize = 0;
+pub(super) const KIND: usize = 1;
+pub(super) const METHOD: usize = 2;
+pub(super) const ROUTE: usize = 3;
+pub(super) const RESULT: usize = 4;
+pub(super) const MODEL: usize = 5;
+pub(super) const GROUP: usize = 6;
+pub(super) const DEPLOYMENT: usize = 7;
+pub(super) const ERROR_CODE: usize = 8;
+pub(super) const KEY_ID: usize = 9;
+pub(super) const KEY_NAME: usize = 10;
+pub(super) const USER: usize = 11;
+pub(super) const TEAM: usize = 12;
+pub(super) const CACHE: usize = 13;
 /// The served attempt's upstream (looked up in the providers table).
-const TARGET: usize = 14;
+pub(super) const TARGET: usize = 14;
 const TEXTS: usize = 15;
 
 /// Where each text comes from, for error messages.
@@ -117,18 +117,18 @@ pub(super) fn borrow<'a>(s: &'a Option<Bound<'_, PyString>>) -> Read<Option<&'a 
 /// One attempt as read: its strs kept alive, the rest as values.
 #[derive(Default)]
 pub(super) struct AttemptObjs<'py> {
-    deployment: Option<Bound<'py, PyString>>,
-    error_code: Option<Bound<'py, PyString>>,
-    status: Option<i64>,
-    seconds: f64,
-    via: &'static str,
-    retry: bool,
-    hedge: bool,
-    cancelled: bool,
+    pub(super) deployment: Option<Bound<'py, PyString>>,
+    pub(super) error_code: Option<Bound<'py, PyString>>,
+    pub(super) status: Option<i64>,
+    pub(super) seconds: f64,
+    pub(super) via: &'static str,
+    pub(super) retry: bool,
+    pub(super) hedge: bool,
+    pub(super) cancelled: bool,
 }
 
 /// The trace id as read: raw bytes or hex text.
-enum TraceObj<'py> {
+pub(super) enum TraceObj<'py> {
     Raw(Bound<'py, PyBytes>),
     Hex(Option<Bound<'py, PyString>>),
 }
@@ -136,26 +136,28 @@ enum TraceObj<'py> {
 /// Everything one request's Finish is made of, read from its objects (phase one); `finish` then
 /// borrows the strs (phase two), after cleaning them if one holds a lone surrogate.
 pub(super) struct Request<'py> {
-    texts: [Option<Bound<'py, PyString>>; TEXTS],
-    trace: Option<TraceObj<'py>>,
-    inline: [AttemptObjs<'py>; INLINE_ATTEMPTS],
+    pub(super) texts: [Option<Bound<'py, PyString>>; TEXTS],
+    pub(super) trace: Option<TraceObj<'py>>,
+    pub(super) inline: [AttemptObjs<'py>; INLINE_ATTEMPTS],
     /// Attempts past INLINE_ATTEMPTS: all of them go here instead (rare: retries, fallbacks, hedges).
-    spilled: Vec<AttemptObjs<'py>>,
-    n_attempts: usize,
-    served: bool,
-    start_ns: i64,
-    duration_s: f64,
-    ttfb_s: Option<f64>,
-    upstream_s: f64,
-    overhead_s: f64,
-    status: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cached_tokens: i64,
-    usage_estimated: bool,
-    stream: bool,
+    pub(super) spilled: Vec<AttemptObjs<'py>>,
+    pub(super) n_attempts: usize,
+    pub(super) served: bool,
+    /// The served attempt's index in ctx.attempts (the plugin's `_served`).
+    pub(super) served_at: Option<usize>,
+    pub(super) start_ns: i64,
+    pub(super) duration_s: f64,
+    pub(super) ttfb_s: Option<f64>,
+    pub(super) upstream_s: f64,
+    pub(super) overhead_s: f64,
+    pub(super) status: i64,
+    pub(super) prompt_tokens: i64,
+    pub(super) completion_tokens: i64,
+    pub(super) cached_tokens: i64,
+    pub(super) usage_estimated: bool,
+    pub(super) stream: bool,
     /// Micro-dollars (None: unpriced), before the kind decides whether cost_usd is written.
-    micro: Option<f64>,
+    pub(super) micro: Option<f64>,
 }
 
 impl<'py> Request<'py> {
@@ -328,6 +330,7 @@ pub(super) fn read_request<'py>(
         spilled: Vec::new(),
         n_attempts: 0,
         served: false,
+        served_at: None,
         start_ns: wall_start_ns(clock.0, clock.1, started),
         duration_s: ended - started,
         ttfb_s,
@@ -420,6 +423,7 @@ pub(super) fn read_request<'py>(
         deployment = deployment_of(j);
         r.texts[TARGET] = Some(text(attr!(slots, a, AttemptTarget, "target")?, TEXT_NAMES[TARGET])?);
         r.served = true;
+        r.served_at = Some(j);
     }
     r.texts[DEPLOYMENT] = deployment;
     r.micro = micro;

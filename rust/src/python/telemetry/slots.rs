@@ -29,9 +29,12 @@ pub(super) enum At {
     UsagePrompt, UsageCompletion, UsageCached,
     AttemptDeployment, AttemptStatus, AttemptError, AttemptErrorCode, AttemptTotalS, AttemptRetry, AttemptHedge,
     AttemptCancelled, AttemptSent, AttemptTarget,
+    // trace_request's
+    CtxDialect, CtxStages, TraceSpanId, TraceParent, TraceSampled, RunReq, ReqBody, RunPump, ErrorType,
+    ErrorMessage, AttemptModel, AttemptStarted, AttemptTtfb, AttemptSpanId, PumpFinishReason,
 }
 
-const SITES: usize = At::AttemptTarget as usize + 1;
+const SITES: usize = At::PumpFinishReason as usize + 1;
 
 /// A type seen at a site: its address, its version tag then, and the slot's offset (None: read
 /// with getattr, e.g. a plain attribute in the instance's dict, or a property).
