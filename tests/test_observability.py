@@ -55,6 +55,23 @@ def test_standard_otel_variables_turn_tracing_on():
     assert t2 is not None and t2.endpoint == "http://other:4318/v1/traces" and t2.sample_ratio == 1.0
 
 
+def test_the_other_standard_otel_variables_resource_compression_timeout_and_samplers():
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+           "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2500", "OTEL_EXPORTER_OTLP_TIMEOUT": "9000",
+           "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-resource,deployment.environment=prod%20eu,team=ml"}
+    t = config(env=env).observability.tracing
+    assert t is not None and t.compression == "gzip" and t.timeout == 2.5
+    assert t.service_name == "from-resource"  # OTEL_SERVICE_NAME would win; it is not set here
+    assert t.resource_attributes == {"deployment.environment": "prod eu", "team": "ml"}
+    assert config(env={**env, "OTEL_SERVICE_NAME": "svc"}).observability.tracing.service_name == "svc"
+    t = config("observability: {tracing: {compression: none, resource_attributes: {team: infra}}}\n", env)
+    assert t.observability.tracing.compression is None and t.observability.tracing.resource_attributes["team"] == "infra"
+    off = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_SAMPLER": "parentbased_always_off"}
+    assert config(env=off).observability.tracing.sample_ratio == 0.0
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_COMPRESSION=.deflate. is not supported"):
+        config(env={**env, "OTEL_EXPORTER_OTLP_COMPRESSION": "deflate"})
+
+
 def test_config_errors_name_the_key_and_the_fix():
     with pytest.raises(ConfigError) as e:
         config("observability:\n  tracing: {}\n  langfuse: {bodies: all, environment: Prod}\n"

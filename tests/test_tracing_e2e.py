@@ -190,10 +190,14 @@ def test_the_example_config_with_the_standard_otel_variables(mock_upstream, otlp
     gw = start_gateway(example, workers=2, env={"LLMGW_BENCH_UPSTREAM": f"{mock_upstream.url}/v1",
                                                 "LLMGW_BENCH_MODEL": "gpt-4o-mini",
                                                 "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
-                                                "OTEL_SERVICE_NAME": "edge-gateway"})
+                                                "OTEL_SERVICE_NAME": "edge-gateway",
+                                                "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci,team=ml%20ops",
+                                                "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"})
     client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
     assert client.chat.completions.create(model="bench", messages=MSG).choices[0].message.content == "Echo: hello traces"
     spans = otlp.wait_for_spans(2)
     assert any(s.kind == SERVER and s.name == "chat bench" for s in spans)
-    assert attributes(otlp.exports()[0].resource_spans[0].resource)["service.name"] == "edge-gateway"
+    resource = attributes(otlp.exports()[0].resource_spans[0].resource)
+    assert resource["service.name"] == "edge-gateway" and resource["deployment.environment"] == "ci"
+    assert resource["team"] == "ml ops" and otlp.requests[0].headers.get("content-encoding") == "gzip"
     assert "llmgw_requests_total" in httpx.get(f"{gw.url}/metrics").text

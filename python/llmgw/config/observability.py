@@ -10,6 +10,8 @@
                                     # $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces
         headers: {authorization: "Bearer ${OTEL_TOKEN}"}   # default $OTEL_EXPORTER_OTLP_(TRACES_)HEADERS
         service_name: llmgw         # default $OTEL_SERVICE_NAME
+        resource_attributes: {deployment.environment: prod}   # added to $OTEL_RESOURCE_ATTRIBUTES
+        compression: gzip           # default $OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION, else none
         sample_ratio: 1.0           # share of new traces kept; a client's traceparent decides for its own
         batch: 256                  # spans' requests per export, seconds between exports, queue bound
         interval: 1.0
@@ -27,7 +29,10 @@
         bodies: none                # none | redacted | full
 
 Tracing also turns on without a `tracing:` section when the standard OTEL_EXPORTER_OTLP_* variables
-name an endpoint (and OTEL_SDK_DISABLED is not true). Langfuse is only on with a `langfuse:`
+name an endpoint (and OTEL_SDK_DISABLED is not true). Also read: OTEL_EXPORTER_OTLP_(TRACES_)HEADERS,
+_TIMEOUT (ms) and _COMPRESSION, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER
+(always_on/off, traceidratio and their parentbased_ forms: the client's flag decides for its own
+trace either way) with OTEL_TRACES_SAMPLER_ARG. Langfuse is only on with a `langfuse:`
 section: prompts leave for a third party only when the file says so.
 """
 
@@ -65,6 +70,8 @@ class TracingConfig:
     batch: int = 256  # traced requests per export: one Rust encode of 256 holds the event loop ~0.7 ms
     interval: float = 1.0
     max_queue: int = 20_000
+    compression: str | None = None  # gzip | None
+    resource_attributes: dict[str, str] = field(default_factory=dict)  # added to service.name & co
     from_env: bool = False  # configured by OTEL_* variables, not by the file
 
 
@@ -110,16 +117,26 @@ def _ratio(v: float) -> str | None:
     return None if 0.0 <= v <= 1.0 else f"must be between 0 and 1, got {v}"
 
 
-def _headers_env(text: str) -> dict[str, str]:
-    """OTEL_EXPORTER_OTLP_HEADERS: `key=value,key2=value2` (values URL-encoded)."""
+def _headers_env(text: str, lower: bool = True) -> dict[str, str]:
+    """OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES: `key=value,key2=value2` (values
+    URL-encoded); header names lower-cased."""
     from urllib.parse import unquote
 
     out: dict[str, str] = {}
     for item in text.split(","):
         k, sep, v = item.partition("=")
         if sep and k.strip():
-            out[k.strip().lower()] = unquote(v.strip())
+            out[k.strip().lower() if lower else k.strip()] = unquote(v.strip())
     return out
+
+
+def _otel_env(env: dict[str, str], name: str) -> str:
+    """OTEL_EXPORTER_OTLP_TRACES_<name>, else OTEL_EXPORTER_OTLP_<name> (the spec's precedence)."""
+    return env.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or env.get(f"OTEL_EXPORTER_OTLP_{name}") or ""
+
+
+def _compression(v: str) -> str | None:
+    return None if v in ("gzip", "none") else "must be gzip or none"
 
 
 def _tracing(doc: Doc, data: Any) -> TracingConfig | None:
@@ -134,7 +151,8 @@ def _tracing(doc: Doc, data: Any) -> TracingConfig | None:
         doc.error(path, "expected a mapping", "Write tracing: {endpoint: http://collector:4318/v1/traces}")
         return None
     take(doc, data, path, {k: "" for k in ("enabled", "endpoint", "headers", "service_name", "sample_ratio",
-                                           "timeout", "batch", "interval", "max_queue")})
+                                           "timeout", "batch", "interval", "max_queue", "compression",
+                                           "resource_attributes")})
     if not get(doc, data, path, "enabled", bool, True) or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
     endpoint = get(doc, data, path, "endpoint", str, "", url)
@@ -153,21 +171,40 @@ def _tracing(doc: Doc, data: Any) -> TracingConfig | None:
     if url(endpoint):
         doc.error(f"{path}.endpoint", url(endpoint) or "", "Give an http(s):// URL")
         return None
-    headers = _headers_env(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS") or "")
+    headers = _headers_env(_otel_env(env, "HEADERS"))
     headers.update({str(k).lower(): str(v) for k, v in get(doc, data, path, "headers", dict, {}).items()})
+    resource = _headers_env(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), lower=False)
+    resource.update({str(k): str(v) for k, v in get(doc, data, path, "resource_attributes", dict, {}).items()})
     ratio = 1.0
-    if env.get("OTEL_TRACES_SAMPLER", "") in ("traceidratio", "parentbased_traceidratio"):
+    sampler = env.get("OTEL_TRACES_SAMPLER", "")
+    if sampler in ("always_off", "parentbased_always_off"):
+        ratio = 0.0
+    elif sampler in ("traceidratio", "parentbased_traceidratio"):
         try:
             ratio = min(max(float(env.get("OTEL_TRACES_SAMPLER_ARG", "1.0")), 0.0), 1.0)
         except ValueError:
             doc.error(path, f"OTEL_TRACES_SAMPLER_ARG={env.get('OTEL_TRACES_SAMPLER_ARG')!r} is not a number",
                       "Set it to a ratio between 0 and 1")
     d = TracingConfig(endpoint="")
+    timeout = d.timeout
+    if _otel_env(env, "TIMEOUT"):  # milliseconds, as the OpenTelemetry spec has it
+        try:
+            timeout = max(float(_otel_env(env, "TIMEOUT")) / 1000.0, 0.001)
+        except ValueError:
+            doc.error(path, f"OTEL_EXPORTER_OTLP_TIMEOUT={_otel_env(env, 'TIMEOUT')!r} is not a number",
+                      "Set it in milliseconds, e.g. 10000")
+    env_compression = _otel_env(env, "COMPRESSION").lower() or "none"
+    if _compression(env_compression):
+        doc.error(path, f"OTEL_EXPORTER_OTLP_COMPRESSION={env_compression!r} is not supported", "Set gzip or none")
+    compression = get(doc, data, path, "compression", str, env_compression, _compression)
+    service = env.get("OTEL_SERVICE_NAME") or resource.get("service.name") or d.service_name
     return TracingConfig(
         endpoint=endpoint, headers=headers,
-        service_name=get(doc, data, path, "service_name", str, env.get("OTEL_SERVICE_NAME") or d.service_name),
+        service_name=get(doc, data, path, "service_name", str, service),
         sample_ratio=get(doc, data, path, "sample_ratio", float, ratio, _ratio),
-        timeout=get(doc, data, path, "timeout", float, d.timeout, positive),
+        timeout=get(doc, data, path, "timeout", float, timeout, positive),
+        compression=compression if compression == "gzip" else None,
+        resource_attributes={k: v for k, v in resource.items() if k != "service.name"},
         batch=get(doc, data, path, "batch", int, d.batch, positive),
         interval=get(doc, data, path, "interval", float, d.interval, positive),
         max_queue=get(doc, data, path, "max_queue", int, d.max_queue, positive),

@@ -179,16 +179,19 @@ class Observability(Plugin):
             from llmgw.observability.otlp import OtlpExporter
 
             t = obs.tracing
-            exporter = OtlpExporter(t.endpoint, t.headers, service_name=t.service_name, timeout=t.timeout)
+            exporter = OtlpExporter(t.endpoint, t.headers, service_name=t.service_name, timeout=t.timeout,
+                                    compression=t.compression, resource_attributes=t.resource_attributes)
             self.exporters.append(exporter)
             self.trace_queue = services.queue("traces", exporter.export, batch=t.batch, interval=t.interval,
                                               max_items=t.max_queue)
         if obs.langfuse is not None:
             from llmgw.observability.langfuse import LangfuseExporter
+            from llmgw.observability.langfuse_otel import LangfuseOtelExporter
 
             lf = obs.langfuse
-            lexp = LangfuseExporter(lf.host, lf.public_key, lf.secret_key, timeout=lf.timeout,
-                                    environment=lf.environment, release=lf.release)
+            kind = LangfuseOtelExporter if lf.protocol == "otel" else LangfuseExporter
+            lexp = kind(lf.host, lf.public_key, lf.secret_key, timeout=lf.timeout, environment=lf.environment,
+                        release=lf.release)
             self.exporters.append(lexp)
             self.langfuse_queue = services.queue("langfuse", lexp.export, batch=lf.batch, interval=lf.interval,
                                                  max_items=lf.max_queue)
