@@ -36,6 +36,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -223,42 +224,59 @@ def _envelope(kind: str, event_id: str, timestamp: str, body: dict[str, Any]) ->
     return {"id": event_id, "timestamp": timestamp, "type": kind, "body": body}
 
 
+@dataclass(slots=True)
+class GenerationSource:
+    """Where a request's generation comes from: the attempt whose answer (or failure) the client
+    got, or the request itself when no upstream answered (both Langfuse protocols use this)."""
+
+    start_ns: int
+    end_ns: int
+    ttfb_s: float | None
+    model: str | None
+    name: str
+    obs_id: str
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: FinishRecord, index: int | None, ids: _Ids) -> GenerationSource:
+        if index is not None:
+            a = record.attempts[index]
+            meta = {"provider": a.provider, "upstream": a.upstream, "upstream_model": a.model,
+                    "upstream_status": a.status, "via": a.via, "server_address": a.server_address or None}
+            return cls(a.start_ns, a.end_ns, a.ttfb_s, record.response_model or a.model, a.deployment,
+                       ids.observation(f"attempt/{index}", a.span_id), {k: v for k, v in meta.items() if v is not None})
+        name = f"cache {record.cache}" if record.cache in ("hit", "semantic-hit") else "gateway"
+        return cls(record.start_ns, record.end_ns, record.ttfb_s, record.response_model or record.model, name,
+                   ids.observation("request", record.span_id), {"cache": record.cache} if record.cache else {})
+
+    def completion_start(self, record: FinishRecord) -> str | None:
+        """When a stream's first token came (ISO), or None."""
+        if not record.stream or self.ttfb_s is None:
+            return None
+        return _iso(min(self.start_ns + int(self.ttfb_s * 1e9), self.end_ns))
+
+
 def _generation(record: FinishRecord, index: int | None, ids: _Ids,
                 environment: str | None, with_bodies: bool) -> dict[str, Any]:
     level, status_message = _level(record)
-    if index is not None:
-        attempt = record.attempts[index]
-        start_ns, end_ns, ttfb_s = attempt.start_ns, attempt.end_ns, attempt.ttfb_s
-        model = record.response_model or attempt.model
-        name = attempt.deployment
-        obs_id = ids.observation(f"attempt/{index}", attempt.span_id)
-        meta: dict[str, Any] = {"provider": attempt.provider, "upstream": attempt.upstream,
-                                "upstream_model": attempt.model, "upstream_status": attempt.status,
-                                "via": attempt.via}
-        if attempt.server_address:
-            meta["server_address"] = attempt.server_address
-    else:
-        start_ns, end_ns, ttfb_s = record.start_ns, record.end_ns, record.ttfb_s
-        model = record.response_model or record.model
-        name = f"cache {record.cache}" if record.cache in ("hit", "semantic-hit") else "gateway"
-        obs_id = ids.observation("request", record.span_id)
-        meta = {"cache": record.cache}
+    src = GenerationSource.of(record, index, ids)
     body: dict[str, Any] = {
-        "id": obs_id,
+        "id": src.obs_id,
         "traceId": ids.trace,
-        "name": name,
-        "startTime": _iso(start_ns),
-        "endTime": _iso(end_ns),
+        "name": src.name,
+        "startTime": _iso(src.start_ns),
+        "endTime": _iso(src.end_ns),
         "usageDetails": _usage_details(record),
         "level": level,
-        "metadata": {k: v for k, v in meta.items() if v is not None},
+        "metadata": src.metadata,
     }
-    if model:
-        body["model"] = model
+    if src.model:
+        body["model"] = src.model
     if record.params:
         body["modelParameters"] = _model_parameters(record.params)
-    if record.stream and ttfb_s is not None:
-        body["completionStartTime"] = _iso(min(start_ns + int(ttfb_s * 1e9), end_ns))
+    completion_start = src.completion_start(record)
+    if completion_start is not None:
+        body["completionStartTime"] = completion_start
     if record.cost_usd is not None:
         body["costDetails"] = {"total": float(record.cost_usd)}
     if status_message:

@@ -30,10 +30,10 @@ from llmgw._core import __version__, encode_otlp_traces
 from llmgw.observability.export import HttpExporter
 from llmgw.observability.langfuse import (
     MAX_BATCH_BYTES,
+    GenerationSource,
     _answering_attempt,
     _attempt_summary,
     _Ids,
-    _iso,
     _level,
     _model_parameters,
     _tags,
@@ -91,23 +91,8 @@ def langfuse_spans(record: FinishRecord, *, environment: str | None = None, rele
          status_message or "", root_attrs, _FLAGS)]
 
     answering = _answering_attempt(record)
-    if answering is not None:
-        attempt = record.attempts[answering]
-        start_ns, end_ns, ttfb_s = attempt.start_ns, attempt.end_ns, attempt.ttfb_s
-        model = record.response_model or attempt.model
-        gen_name = attempt.deployment
-        gen_id = ids.observation(f"attempt/{answering}", attempt.span_id)
-        meta: dict[str, Any] = {"provider": attempt.provider, "upstream": attempt.upstream,
-                                "upstream_model": attempt.model, "upstream_status": attempt.status, "via": attempt.via,
-                                "server_address": attempt.server_address or None}
-    else:
-        start_ns, end_ns, ttfb_s = record.start_ns, record.end_ns, record.ttfb_s
-        model = record.response_model or record.model
-        gen_name = f"cache {record.cache}" if record.cache in ("hit", "semantic-hit") else "gateway"
-        gen_id = ids.observation("request", record.span_id)
-        meta = {"cache": record.cache}
-    completion_start = (_iso(min(start_ns + int(ttfb_s * 1e9), end_ns))
-                        if record.stream and ttfb_s is not None else None)
+    src = GenerationSource.of(record, answering, ids)
+    model = src.model
     gen_attrs = common + [
         "langfuse.observation.type", "generation",
         "langfuse.observation.model.name", model or None,
@@ -115,7 +100,7 @@ def langfuse_spans(record: FinishRecord, *, environment: str | None = None, rele
         "langfuse.observation.usage_details", _json(_usage_details(record)),
         "langfuse.observation.cost_details",
         _json({"total": float(record.cost_usd)}) if record.cost_usd is not None else None,
-        "langfuse.observation.completion_start_time", completion_start,
+        "langfuse.observation.completion_start_time", src.completion_start(record),
         "langfuse.observation.level", level,
         "langfuse.observation.status_message", status_message,
         "langfuse.observation.input", inp,
@@ -124,9 +109,9 @@ def langfuse_spans(record: FinishRecord, *, environment: str | None = None, rele
         "gen_ai.usage.input_tokens", record.prompt_tokens,
         "gen_ai.usage.output_tokens", record.completion_tokens,
     ]
-    gen_attrs += _flat("langfuse.observation.metadata", meta)
-    spans.append((trace_id, bytes.fromhex(gen_id), root_id, gen_name, CLIENT if answering is not None else INTERNAL,
-                  start_ns, end_ns, ERROR if failed else UNSET, status_message or "", gen_attrs, _FLAGS))
+    gen_attrs += _flat("langfuse.observation.metadata", src.metadata)
+    spans.append((trace_id, bytes.fromhex(src.obs_id), root_id, src.name, CLIENT if answering is not None else INTERNAL,
+                  src.start_ns, src.end_ns, ERROR if failed else UNSET, status_message or "", gen_attrs, _FLAGS))
 
     for i, a in enumerate(record.attempts):
         if i == answering:
