@@ -228,7 +228,8 @@ def _explain_observability(cfg: Config) -> None:
               + (f"; with request and answer bodies ({a.bodies})" if a.bodies != "none" else ""))
     t = obs.tracing
     if t is not None:
-        print(f"  tracing: OTLP/HTTP spans to {safe_url(t.endpoint)}{' (from OTEL_* variables)' if t.from_env else ''}, "
+        gz = ", gzip" if t.compression == "gzip" else ""
+        print(f"  tracing: OTLP/HTTP spans{gz} to {safe_url(t.endpoint)}{' (from OTEL_* variables)' if t.from_env else ''}, "
               f"{t.sample_ratio:.0%} of new traces (a client's traceparent decides for its own), service {t.service_name!r}; "
               "traceparent sent upstream")
     else:
