@@ -289,6 +289,7 @@ async def test_a_wrong_type_raises_and_on_finish_falls_back_to_the_python_path()
     obs.on_finish(ctx, outcome)
     [record] = queued
     assert obs.trace_fallbacks == 1 and record.request_id == ctx.request_id  # a FinishRecord: spans_of's input
+    assert ("llmgw_export_items_total", ("otlp", "built_in_python"), 1) in obs._exporter_stats()  # seen in /metrics
 
 
 async def test_the_exporter_frames_rust_items_and_records_together() -> None:

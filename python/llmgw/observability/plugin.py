@@ -254,6 +254,8 @@ class Observability(Plugin):
             name = getattr(exporter, "name", type(exporter).__name__)
             for outcome, n in exporter.stats().items():
                 out.append(("llmgw_export_items_total", (name, outcome), n))
+        if self.trace_queue is not None:  # spans built by the Python path (Telemetry.trace_request refused)
+            out.append(("llmgw_export_items_total", ("otlp", "built_in_python"), self.trace_fallbacks))
         if self._log is not None:
             out.append(("llmgw_export_items_total", ("access_log", "sent"), self._log.lines))
             if self._log.format == "json":
