@@ -267,6 +267,21 @@ async def run(gw: Gateway, http: FakeHttp, endpoint: Any = CHAT) -> FakeHttp:
     return http
 
 
+async def run_until_the_client_leaves(gw: Gateway, http: FakeHttp, endpoint: Any = CHAT,
+                                      after: float = 0.05) -> None:
+    """Start the request, then cancel it `after` seconds in: what the server does when the client's
+    connection is lost."""
+    await gw.start()
+    task = asyncio.ensure_future(RequestRunner(gw, http, endpoint).run())
+    await asyncio.sleep(after)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return
+    raise AssertionError("the request finished before the client left")
+
+
 def plugin(gw: Gateway, index: int = 0) -> Any:
     """The instance of the gateway's index-th plugin (not counting the built-in observability one)."""
     return [p for p in gw.chain.plugins if p.name != "observability"][index].instance

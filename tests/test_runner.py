@@ -22,6 +22,7 @@ from fakes import (
     gateway_for,
     plugin,
     run,
+    run_until_the_client_leaves,
     sse_chunk,
     stream,
 )
@@ -100,12 +101,7 @@ async def test_finish_on_plugin_crash_in_each_hook(hook):
 
 async def test_finish_when_the_client_leaves_before_the_answer():
     gw = gateway_for(with_plugins("plugin_samples:FinishRecorder"), up=FakePool("hang"))
-    await gw.start()
-    task = asyncio.ensure_future(RequestRunner(gw, FakeHttp(chat()), _chat()).run())
-    await asyncio.sleep(0.05)
-    task.cancel()  # what the server does when the client's connection is lost
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await run_until_the_client_leaves(gw, FakeHttp(chat()), _chat())
     _, out = only_finish(gw)
     assert out.status == 499 and out.result == "client_gone"
     [attempt] = out.attempts

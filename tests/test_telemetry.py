@@ -5,7 +5,6 @@ same values and value types), and both must render to the same exposition."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import replace
@@ -20,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmgw._core import TELEMETRY_ATTEMPT_FIELDS, TELEMETRY_FIELDS, Telemetry
-from fakes import FakeClock, FakeHttp, FakePool, FakeResponse, completion, error_reply, gateway_for, run, stream
+from fakes import (FakeClock, FakeHttp, FakePool, FakeResponse, completion, error_reply, gateway_for, run,
+                   run_until_the_client_leaves, stream)
 from llmgw.config import parse_config
 from llmgw.exchange import Attempt
 from llmgw.governance.keys import KeyRecord, digest, new_key
@@ -31,7 +31,7 @@ from llmgw.observability.metrics import LATENCY_BUCKETS, OVERHEAD_BUCKETS, Metri
 from llmgw.observability.plugin import Observability
 from llmgw.observability.record import AttemptRecord, FinishRecord
 from llmgw.providers import registry
-from llmgw.runner import CHAT, EMBEDDINGS, RequestRunner
+from llmgw.runner import EMBEDDINGS, RequestRunner
 from llmgw.runner import MODELS as MODELS_ENDPOINT
 
 BASE = """
@@ -412,12 +412,7 @@ async def test_finish_request_on_a_cut_stream() -> None:
 
 async def test_finish_request_when_the_client_leaves() -> None:
     gw = gateway_for(with_plugins(MODELS), a=FakePool("hang"))
-    await gw.start()
-    task = asyncio.ensure_future(RequestRunner(gw, FakeHttp(chat("own")), CHAT).run())
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await run_until_the_client_leaves(gw, FakeHttp(chat("own")))
     [line] = assert_same(gw)
     assert line["status"] == 499 and line["result"] == "client_gone"
 

@@ -5,19 +5,19 @@ NOW on both sides), and its span count the number of spans."""
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from fakes import FakeClock, FakeHttp, FakePool, FakeResponse, completion, error_reply, gateway_for, run, stream
+from fakes import (FakeHttp, FakePool, FakeResponse, completion, error_reply, gateway_for, run,
+                   run_until_the_client_leaves, stream)
 from llmgw._core import Telemetry, __version__, encode_otlp_spans, frame_otlp_traces
 from llmgw.observability import plugin as obs_plugin
 from llmgw.observability.metrics import LATENCY_BUCKETS, OVERHEAD_BUCKETS
 from llmgw.observability.otlp import SCOPE_NAME, OtlpExporter, spans_of
-from llmgw.runner import CHAT, EMBEDDINGS, RequestRunner
+from llmgw.runner import EMBEDDINGS, RequestRunner
 from llmgw.runner import MODELS as MODELS_ENDPOINT
 from test_telemetry import MODELS, NOW, chat, finishes, priced_completion
 
@@ -180,12 +180,7 @@ async def test_a_cut_stream() -> None:
 
 async def test_the_client_leaving() -> None:
     gw = gateway(a=FakePool("hang"))
-    await gw.start()
-    task = asyncio.ensure_future(RequestRunner(gw, FakeHttp(chat("own")), CHAT).run())
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await run_until_the_client_leaves(gw, FakeHttp(chat("own")))
     [req] = assert_same(gw)
     assert attrs(spans(req)[0])["http.response.status_code"] == 499
 
