@@ -20,8 +20,6 @@ when traced; ids derived from the request otherwise), so a batch sent again upse
 
 from __future__ import annotations
 
-import socket
-import uuid
 from typing import Any
 
 import orjson
@@ -42,15 +40,21 @@ from llmgw.observability.langfuse import (
     _usage_details,
     check_settings,
 )
+from llmgw.observability.otlp import (
+    _FLAGS_LOCAL_PARENT,
+    CLIENT,
+    CONTENT_TYPE,
+    ERROR,
+    INTERNAL,
+    SERVER,
+    UNSET,
+    resource_of,
+)
 from llmgw.observability.record import FinishRecord
 
 __all__ = ["OTEL_PATH", "LangfuseOtelExporter", "langfuse_spans"]
 
 OTEL_PATH = "/api/public/otel/v1/traces"
-CONTENT_TYPE = "application/x-protobuf"
-INTERNAL, SERVER, CLIENT = 1, 2, 3  # Span.SpanKind
-UNSET, ERROR = 0, 2  # Status.StatusCode
-_FLAGS = 0x01 | 0x100  # sampled, parent known to be local
 
 
 def _json(value: Any) -> str:
@@ -88,7 +92,7 @@ def langfuse_spans(record: FinishRecord, *, environment: str | None = None, rele
     failed = level == "ERROR"
     spans: list[tuple[Any, ...]] = [
         (trace_id, root_id, b"", name, SERVER, record.start_ns, record.end_ns, ERROR if failed else UNSET,
-         status_message or "", root_attrs, _FLAGS)]
+         status_message or "", root_attrs, _FLAGS_LOCAL_PARENT)]
 
     answering = _answering_attempt(record)
     src = GenerationSource.of(record, answering, ids)
@@ -110,8 +114,9 @@ def langfuse_spans(record: FinishRecord, *, environment: str | None = None, rele
         "gen_ai.usage.output_tokens", record.completion_tokens,
     ]
     gen_attrs += _flat("langfuse.observation.metadata", src.metadata)
-    spans.append((trace_id, bytes.fromhex(src.obs_id), root_id, src.name, CLIENT if answering is not None else INTERNAL,
-                  src.start_ns, src.end_ns, ERROR if failed else UNSET, status_message or "", gen_attrs, _FLAGS))
+    kind = CLIENT if answering is not None else INTERNAL
+    spans.append((trace_id, bytes.fromhex(src.obs_id), root_id, src.name, kind, src.start_ns, src.end_ns,
+                  ERROR if failed else UNSET, status_message or "", gen_attrs, _FLAGS_LOCAL_PARENT))
 
     for i, a in enumerate(record.attempts):
         if i == answering:
@@ -126,12 +131,12 @@ def langfuse_spans(record: FinishRecord, *, environment: str | None = None, rele
                           "langfuse.observation.status_message", a_message]
         attrs += _flat("langfuse.observation.metadata", _attempt_summary(a))
         spans.append((trace_id, bytes.fromhex(ids.observation(f"attempt/{i}", a.span_id)), root_id,
-                      f"attempt {a.deployment}", CLIENT, a.start_ns, a.end_ns, UNSET, "", attrs, _FLAGS))
+                      f"attempt {a.deployment}", CLIENT, a.start_ns, a.end_ns, UNSET, "", attrs, _FLAGS_LOCAL_PARENT))
     for i, s in enumerate(record.stages):
         attrs = common + ["langfuse.observation.type", "span"]
         attrs += _flat("langfuse.observation.metadata", s.attributes or {})
         spans.append((trace_id, bytes.fromhex(ids.observation(f"stage/{i}")), root_id, s.name, INTERNAL,
-                      s.start_ns, s.end_ns, UNSET, "", attrs, _FLAGS))
+                      s.start_ns, s.end_ns, UNSET, "", attrs, _FLAGS_LOCAL_PARENT))
     return spans
 
 
@@ -161,10 +166,7 @@ class LangfuseOtelExporter(HttpExporter):
         self.max_batch_bytes = max_batch_bytes
         self.records = 0
         self.bodies_dropped = 0
-        self.resource = [("service.name", "llmgw"), ("service.version", __version__),
-                         ("service.instance.id", str(uuid.uuid4())), ("host.name", socket.gethostname()),
-                         ("telemetry.sdk.name", "llmgw"), ("telemetry.sdk.language", "python"),
-                         ("telemetry.sdk.version", __version__)]
+        self.resource = resource_of("llmgw")
 
     def __repr__(self) -> str:
         return f"LangfuseOtelExporter({self.host!r}, public_key={self.public_key!r})"

@@ -56,7 +56,7 @@ from llmgw._core import __version__, encode_otlp_spans, encode_otlp_traces, fram
 from llmgw.observability.export import HttpExporter
 from llmgw.observability.record import AttemptRecord, FinishRecord
 
-__all__ = ["OtlpExporter", "spans_of"]
+__all__ = ["OtlpExporter", "resource_of", "spans_of"]
 
 SCOPE_NAME = "llmgw"
 CONTENT_TYPE = "application/x-protobuf"
@@ -362,6 +362,22 @@ def _partial_success(body: bytes) -> tuple[int, str]:
     return max(rejected, 0), message
 
 
+def resource_of(service_name: str, extra: dict[str, str | bool | int | float] | None = None,
+                instance_id: str | None = None, host_name: str | None = None) -> list[tuple[str, Any]]:
+    """The gateway's OTLP resource attributes (service, instance, host, SDK), `extra` added."""
+    resource: dict[str, str | bool | int | float] = {
+        "service.name": service_name,
+        "service.version": __version__,
+        "service.instance.id": instance_id or str(uuid.uuid4()),
+        "host.name": host_name if host_name is not None else socket.gethostname(),
+        "telemetry.sdk.name": "llmgw",
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.version": __version__,
+    }
+    resource.update(extra or {})
+    return [(k, v) for k, v in resource.items() if v != ""]
+
+
 class OtlpExporter(HttpExporter):
     """Posts traced requests' spans to an OTLP/HTTP traces endpoint; `export` is the background
     queue's flush (its items: `Telemetry.trace_request`'s, or FinishRecords).
@@ -394,17 +410,7 @@ class OtlpExporter(HttpExporter):
         if self.gzip:
             self.headers["content-encoding"] = "gzip"
         self.service_name = service_name
-        resource: dict[str, str | bool | int | float] = {
-            "service.name": service_name,
-            "service.version": __version__,
-            "service.instance.id": instance_id or str(uuid.uuid4()),
-            "host.name": host_name if host_name is not None else socket.gethostname(),
-            "telemetry.sdk.name": "llmgw",
-            "telemetry.sdk.language": "python",
-            "telemetry.sdk.version": __version__,
-        }
-        resource.update(resource_attributes or {})
-        self.resource = [(k, v) for k, v in resource.items() if v != ""]
+        self.resource = resource_of(service_name, resource_attributes, instance_id, host_name)
         self.invalid = 0  # records dropped because their spans could not be encoded
 
     def __repr__(self) -> str:
